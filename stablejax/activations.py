@@ -1,0 +1,174 @@
+"""Activations, from saturating (sigmoid, tanh) to non-saturating (ReLU family, ELU, SELU).
+
+All are pure elementwise functions, safe under ``jit``, ``vmap`` and ``grad``, and keep
+the input's dtype (float32, bfloat16, float16). Their gradients are finite everywhere,
+including at large negative inputs to ELU and SELU and exactly at 0.
+
+Order of preference for deep dense stacks, from the classic recipe:
+``selu > elu > leaky_relu and variants > tanh > sigmoid``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+# Full precision, as jax.nn.selu and PyTorch (Keras's docstring rounds them).
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _check_slope(name: str, value: float) -> None:
+    if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def sigmoid(x: jax.Array) -> jax.Array:
+    """Logistic sigmoid ``1 / (1 + exp(-x))``; saturates, derivative at most 0.25 (at 0)."""
+    return jax.nn.sigmoid(x)
+
+
+def tanh(x: jax.Array) -> jax.Array:
+    """Hyperbolic tangent; saturates at +-1, derivative at most 1 (at 0)."""
+    return jnp.tanh(x)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """Rectified linear unit ``max(0, x)``; does not saturate for x > 0 but can "die"."""
+    return jax.nn.relu(x)
+
+
+def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
+    """Leaky ReLU: ``x`` if ``x >= 0`` else ``negative_slope * x``.
+
+    Default 0.2 as Keras's function ``keras.activations.leaky_relu`` and the classic
+    recipe's ``LeakyReLU(alpha=0.2)``.
+
+    Warning:
+      The default slope differs between libraries: Keras's *layer* ``LeakyReLU`` uses 0.3,
+      PyTorch and ``jax.nn.leaky_relu`` 0.01.
+
+    Reference: Maas et al. (2013), "Rectifier Nonlinearities Improve Neural Network
+    Acoustic Models".
+    """
+    _check_slope("negative_slope", negative_slope)
+    return jnp.where(x >= 0, x, (negative_slope * x).astype(x.dtype))
+
+
+def prelu(x: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Parametric ReLU: ``x`` if ``x > 0`` else ``alpha * x``, with a learned ``alpha``.
+
+    ``alpha`` broadcasts against ``x``: shape ``x.shape[1:]`` gives one slope per element
+    of a sample (Keras's default), shape ``(channels,)`` one per channel of a
+    channels-last input, a scalar one for all. The result has ``x``'s dtype.
+
+    Reference: He et al. (2015), "Delving Deep into Rectifiers".
+    """
+    alpha = jnp.asarray(alpha)
+    return jnp.where(x > 0, x, (alpha * x).astype(x.dtype))
+
+
+def rrelu(
+    x: jax.Array,
+    key: jax.Array | None = None,
+    lower: float = 1.0 / 8.0,
+    upper: float = 1.0 / 3.0,
+) -> jax.Array:
+    """Randomized leaky ReLU: ``x`` if ``x >= 0`` else ``a * x``.
+
+    - Training (``key`` given): ``a ~ U(lower, upper)`` drawn independently for every
+      element on every call.
+    - Inference (``key=None``): the mean slope ``a = (lower + upper) / 2``
+      (11/48 with the defaults).
+
+    Defaults as PyTorch's ``nn.RReLU`` (Keras has no RReLU).
+
+    Reference: Xu et al. (2015), "Empirical Evaluation of Rectified Activations in
+    Convolutional Network".
+    """
+    _check_slope("lower", lower)
+    _check_slope("upper", upper)
+    if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
+        raise ValueError(f"lower must be <= upper, got lower={lower!r} > upper={upper!r}")
+    if key is None:
+        slope = jnp.asarray((lower + upper) / 2.0, x.dtype)
+    else:
+        slope = jax.random.uniform(key, x.shape, jnp.float32, lower, upper).astype(x.dtype)
+    return jnp.where(x >= 0, x, slope * x)
+
+
+def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
+    """Exponential linear unit: ``x`` if ``x > 0`` else ``alpha * (exp(x) - 1)``.
+
+    Tends to ``-alpha`` for large negative inputs; the gradient there is finite
+    (``alpha * exp(x)``, exactly 0 once it underflows). Default ``alpha = 1`` as Keras,
+    PyTorch and JAX.
+
+    Reference: Clevert et al. (2016), "Fast and Accurate Deep Network Learning by
+    Exponential Linear Units (ELUs)".
+    """
+    _check_slope("alpha", alpha)
+    # expm1 on min(x, 0) keeps the unused branch finite, so its gradient never is NaN.
+    negative = (alpha * jnp.expm1(jnp.minimum(x, 0))).astype(x.dtype)
+    return jnp.where(x > 0, x, negative)
+
+
+def selu(x: jax.Array) -> jax.Array:
+    """Scaled ELU: ``scale * elu(x, alpha)`` with the self-normalising constants.
+
+    ``alpha = 1.6732632423543772848170429916717`` and
+    ``scale = 1.0507009873554804934193349852946`` (full precision, as ``jax.nn.selu``
+    and PyTorch). Self-normalisation needs LeCun-normal weights, standardised inputs
+    and a plain sequential dense stack.
+
+    Reference: Klambauer et al. (2017), "Self-Normalizing Neural Networks".
+    """
+    negative = SELU_ALPHA * jnp.expm1(jnp.minimum(x, 0))
+    return (SELU_SCALE * jnp.where(x > 0, x, negative)).astype(x.dtype)
+
+
+def linear(x: jax.Array) -> jax.Array:
+    """Identity (no activation)."""
+    return x
+
+
+def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Softmax over ``axis``: ``exp(x) / sum(exp(x))``, computed stably."""
+    return jax.nn.softmax(x, axis=axis)
+
+
+_BY_NAME: dict[str, Callable[..., jax.Array]] = {
+    "sigmoid": sigmoid,
+    "logistic": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "rrelu": rrelu,
+    "elu": elu,
+    "selu": selu,
+    "linear": linear,
+    "softmax": softmax,
+}
+
+NAMES = tuple(_BY_NAME)
+
+
+def get(name_or_fn: str | Callable[..., jax.Array] | None) -> Callable[..., jax.Array]:
+    """Returns the activation for a Keras-style name, a callable unchanged.
+
+    ``None`` and ``"linear"`` give the identity. ``prelu`` needs a learned parameter:
+    use :class:`stablejax.nn.PReLU`.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the known ones.
+    """
+    if name_or_fn is None:
+        return linear
+    if callable(name_or_fn):
+        return name_or_fn
+    if isinstance(name_or_fn, str) and name_or_fn.lower() in _BY_NAME:
+        return _BY_NAME[name_or_fn.lower()]
+    raise ValueError(f"activation must be a callable, None or one of {NAMES}, got {name_or_fn!r}")

@@ -1,0 +1,231 @@
+"""Weight initialisers matched to the activation (Glorot, He, LeCun, variance scaling).
+
+Every initialiser has the signature of ``jax.nn.initializers``: ``init(key, shape,
+dtype=jnp.float32) -> jax.Array``, so it drops into ``flax.nnx.Linear(kernel_init=...)``.
+
+The rule behind all of them: draw weights with mean 0 and **variance** ``scale / fan``
+so that the variance of a layer's outputs (forward) and of its gradients (backward)
+stays close to the variance of its inputs. The classic table (the "std dev" column in
+many notes is in fact a variance)::
+
+    initialiser  activations                        variance
+    Glorot       None, tanh, sigmoid, softmax       1 / fan_avg
+    He           ReLU and its variants, ELU          2 / fan_in
+    LeCun        SELU                                1 / fan_in
+
+References: Glorot & Bengio (2010), "Understanding the difficulty of training deep
+feedforward neural networks"; He et al. (2015), "Delving Deep into Rectifiers";
+Klambauer et al. (2017), "Self-Normalizing Neural Networks".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+# Standard deviation of N(0, 1) truncated to [-2, 2]; dividing by it makes the
+# truncated draw's standard deviation exactly sqrt(scale / fan).
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def compute_fans(
+    shape: Sequence[int],
+    in_axis: int = -2,
+    out_axis: int = -1,
+    batch_axis: int | Sequence[int] = (),
+) -> tuple[float, float]:
+    """Returns ``(fan_in, fan_out)`` of a kernel of ``shape`` with Keras's rules.
+
+    - rank 0: ``(1, 1)``;
+    - rank 1 ``(n,)``: ``(n, n)``;
+    - rank >= 2: ``fan_in = shape[in_axis] * rf`` and ``fan_out = shape[out_axis] * rf``,
+      where the receptive field ``rf`` is the product of every other axis that is not a
+      batch axis. For a dense kernel ``(in, out)`` that is ``(in, out)``; for a
+      convolution kernel ``(kh, kw, c_in, c_out)`` it is ``(kh*kw*c_in, kh*kw*c_out)``.
+
+    Args:
+      shape: the kernel's shape.
+      in_axis: axis of the input dimension (default -2, the Keras/Flax layout).
+      out_axis: axis of the output dimension (default -1).
+      batch_axis: axes excluded from the receptive field (e.g. stacked layers).
+    """
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape must have non-negative dimensions, got {shape}")
+    if len(shape) == 0:
+        return 1.0, 1.0
+    if len(shape) == 1:
+        return float(shape[0]), float(shape[0])
+    rank = len(shape)
+    batch = {batch_axis} if isinstance(batch_axis, int) else set(batch_axis)
+    batch = {a % rank for a in batch}
+    in_axis, out_axis = in_axis % rank, out_axis % rank
+    if in_axis == out_axis or in_axis in batch or out_axis in batch:
+        raise ValueError(
+            f"in_axis={in_axis}, out_axis={out_axis} and batch_axis={sorted(batch)} must be "
+            f"distinct axes of a rank-{rank} shape"
+        )
+    receptive = math.prod(d for i, d in enumerate(shape) if i not in {in_axis, out_axis} | batch)
+    return float(shape[in_axis] * receptive), float(shape[out_axis] * receptive)
+
+
+def variance_scaling(
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    in_axis: int = -2,
+    out_axis: int = -1,
+    batch_axis: int | Sequence[int] = (),
+) -> Initializer:
+    """Initialiser with mean 0 and variance ``v = scale / n``.
+
+    ``n`` is ``max(1, fan_in)``, ``max(1, fan_out)`` or ``max(1, (fan_in + fan_out) / 2)``
+    for ``mode`` ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"`` (see :func:`compute_fans`).
+
+    Distributions:
+      - ``"truncated_normal"`` (default): N(0, 1) truncated to [-2, 2], times
+        ``sqrt(v) / 0.8796256610342398`` (the std of the truncated unit normal), so the
+        draw's standard deviation is exactly ``sqrt(v)`` and ``|w| <= 2.2737 * sqrt(v)``.
+      - ``"normal"``: plain, untruncated N(0, v).
+      - ``"uniform"``: U(-sqrt(3 v), +sqrt(3 v)).
+
+    The notes' "He initialisation averaged over fan-in and fan-out" is one call:
+    ``variance_scaling(2.0, "fan_avg", "uniform")``.
+
+    Warning:
+      Keras's ``VarianceScaling(distribution="normal")`` silently means
+      ``"truncated_normal"`` (Keras's untruncated option is ``"untruncated_normal"``);
+      here, as in ``jax.nn.initializers``, ``"normal"`` is untruncated. Keras clamps the
+      fan to at least 1 (so do we); JAX does not. PyTorch's ``kaiming_normal_`` and
+      ``xavier_normal_`` are untruncated and use the ``(out, in)`` weight layout.
+
+    Args:
+      scale: positive variance multiplier (1 for Glorot and LeCun, 2 for He).
+      mode: one of ``"fan_in"``, ``"fan_out"``, ``"fan_avg"``.
+      distribution: one of ``"truncated_normal"``, ``"normal"``, ``"uniform"``.
+      in_axis, out_axis, batch_axis: as in :func:`compute_fans`.
+
+    Returns:
+      ``init(key, shape, dtype=jnp.float32)``.
+    """
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        variance = scale / max(1.0, fan)
+        if distribution == "truncated_normal":
+            std = math.sqrt(variance) / _TRUNCATED_STD
+            unit = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+            return (unit * std).astype(dtype)
+        if distribution == "normal":
+            return (jax.random.normal(key, shape, jnp.float32) * math.sqrt(variance)).astype(dtype)
+        limit = math.sqrt(3.0 * variance)
+        return jax.random.uniform(key, shape, jnp.float32, -limit, limit).astype(dtype)
+
+    return init
+
+
+def glorot_normal() -> Initializer:
+    """Glorot (Xavier) normal: truncated normal with variance ``1 / fan_avg``.
+
+    Keras 3 ``GlorotNormal``; PyTorch's ``xavier_normal_`` is untruncated.
+    Reference: Glorot & Bengio (2010).
+    """
+    return variance_scaling(1.0, "fan_avg", "truncated_normal")
+
+
+def glorot_uniform() -> Initializer:
+    """Glorot (Xavier) uniform: U(-limit, limit), ``limit = sqrt(6 / (fan_in + fan_out))``.
+
+    The default kernel initialiser of Keras's ``Dense``. Reference: Glorot & Bengio (2010).
+    """
+    return variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def he_normal() -> Initializer:
+    """He (Kaiming) normal: truncated normal with variance ``2 / fan_in``.
+
+    Keras 3 ``HeNormal``; PyTorch's ``kaiming_normal_`` is untruncated.
+    Reference: He et al. (2015).
+    """
+    return variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def he_uniform() -> Initializer:
+    """He (Kaiming) uniform: U(-limit, limit), ``limit = sqrt(6 / fan_in)``.
+
+    Reference: He et al. (2015).
+    """
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+def lecun_normal() -> Initializer:
+    """LeCun normal: truncated normal with variance ``1 / fan_in``, the SELU partner.
+
+    Reference: LeCun et al. (1998), "Efficient BackProp"; Klambauer et al. (2017).
+    """
+    return variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def lecun_uniform() -> Initializer:
+    """LeCun uniform: U(-limit, limit), ``limit = sqrt(3 / fan_in)``."""
+    return variance_scaling(1.0, "fan_in", "uniform")
+
+
+_BY_ACTIVATION: dict[str | None, Callable[[], Initializer]] = {
+    None: glorot_uniform,
+    "linear": glorot_uniform,
+    "tanh": glorot_uniform,
+    "sigmoid": glorot_uniform,
+    "logistic": glorot_uniform,
+    "softmax": glorot_uniform,
+    "relu": he_normal,
+    "leaky_relu": he_normal,
+    "rrelu": he_normal,
+    "prelu": he_normal,
+    "elu": he_normal,
+    "selu": lecun_normal,
+}
+
+KNOWN_ACTIVATIONS = tuple(k for k in _BY_ACTIVATION if k is not None)
+
+
+def for_activation(name: str | None) -> Initializer:
+    """Returns the initialiser the classic table pairs with activation ``name``.
+
+    ======================================  ==================  ==============
+    activation                              initialiser         variance
+    ======================================  ==================  ==============
+    None, linear, tanh, sigmoid/logistic,   Glorot (uniform,    1 / fan_avg
+    softmax                                 Keras's default)
+    relu, leaky_relu, rrelu, prelu, elu     He normal           2 / fan_in
+    selu                                    LeCun normal        1 / fan_in
+    ======================================  ==================  ==============
+
+    Args:
+      name: an activation name (case-insensitive) or ``None`` for a linear layer.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the known ones.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _BY_ACTIVATION:
+        raise ValueError(
+            f"activation must be None or one of {KNOWN_ACTIVATIONS} to choose an initialiser, "
+            f"got {name!r}"
+        )
+    return _BY_ACTIVATION[key]()

@@ -1,0 +1,436 @@
+"""Flax NNX layers: Keras-semantics batch norm, PReLU, RReLU, activation-aware Dense, mlp.
+
+The notes' Fashion-MNIST model with batch normalisation after each hidden layer::
+
+    from flax import nnx
+    import stablejax as sj
+
+    model = sj.nn.mlp([300, 100], activation="elu", batch_norm="after", rngs=nnx.Rngs(0))
+    y = model(x)            # training mode: batch statistics, moving averages updated
+    model.eval()            # inference mode: moving statistics
+    sj.nn.variables(model.layers[1])
+    # [('scale', True), ('bias', True), ('mean', False), ('var', False)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stablejax import activations, initializers
+
+__all__ = [
+    "batch_norm",
+    "BatchNorm",
+    "Dense",
+    "Activation",
+    "PReLU",
+    "RReLU",
+    "Flatten",
+    "mlp",
+    "variables",
+]
+
+BATCH_NORM_PLACEMENTS = (None, "after", "before")
+
+
+def _check_momentum_epsilon(momentum: float, epsilon: float) -> None:
+    if isinstance(momentum, int | float) and not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if isinstance(epsilon, int | float) and not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+
+
+def batch_norm(
+    x: jax.Array,
+    params: dict[str, jax.Array | None],
+    stats: dict[str, jax.Array],
+    *,
+    training: bool,
+    momentum: float = 0.99,
+    epsilon: float = 1e-3,
+    axis: int = -1,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Batch normalisation as a pure function: returns ``(y, new_stats)``.
+
+    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the feature ``axis``.
+
+    - Training: ``mean`` and ``var`` are the batch's mean and **biased** variance over
+      every axis but ``axis`` (over all devices of ``axis_name`` when given), and
+      ``moving <- momentum * moving + (1 - momentum) * batch`` for both statistics.
+    - Inference: ``mean`` and ``var`` are the moving statistics, returned unchanged.
+
+    Statistics are computed in float32 for low-precision inputs; ``y`` has ``x``'s dtype.
+
+    Warning:
+      Defaults are Keras's (``momentum=0.99``, ``epsilon=1e-3``). Flax uses
+      ``epsilon=1e-5``. PyTorch uses ``epsilon=1e-5``, ``momentum=0.1`` meaning
+      ``1 - momentum`` here, and updates its running variance with the *unbiased* batch
+      variance ``n / (n - 1) * var``.
+
+    Args:
+      x: input, features along ``axis``.
+      params: ``{"scale": gamma or None, "bias": beta or None}`` (None: not applied).
+      stats: ``{"mean": moving_mean, "var": moving_variance}``.
+      training: use batch statistics and update the moving ones.
+      momentum: moving-average momentum in [0, 1).
+      epsilon: positive constant added to the variance.
+      axis: the feature axis.
+      axis_name: a named mapped axis (``shard_map``/``pmap``) to average statistics over.
+
+    Reference: Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network
+    Training by Reducing Internal Covariate Shift".
+    """
+    _check_momentum_epsilon(momentum, epsilon)
+    axis = axis % x.ndim
+    reduce = tuple(i for i in range(x.ndim) if i != axis)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if training:
+        mean = jnp.mean(xf, axis=reduce)
+        if axis_name is not None:
+            mean = jax.lax.pmean(mean, axis_name)
+        var = jnp.mean(jnp.square(xf - mean.reshape(shape)), axis=reduce)
+        if axis_name is not None:
+            var = jax.lax.pmean(var, axis_name)
+        new_stats = {
+            "mean": (momentum * stats["mean"] + (1.0 - momentum) * mean).astype(
+                stats["mean"].dtype
+            ),
+            "var": (momentum * stats["var"] + (1.0 - momentum) * var).astype(stats["var"].dtype),
+        }
+    else:
+        mean, var = stats["mean"], stats["var"]
+        new_stats = stats
+    y = (xf - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + epsilon)
+    if params.get("scale") is not None:
+        y = y * params["scale"].reshape(shape)
+    if params.get("bias") is not None:
+        y = y + params["bias"].reshape(shape)
+    return y.astype(x.dtype), new_stats
+
+
+class BatchNorm(nnx.BatchNorm):
+    """``flax.nnx.BatchNorm`` with Keras's defaults and semantics.
+
+    Trainable ``scale`` (gamma, ones) and ``bias`` (beta, zeros) are ``nnx.Param``; the
+    moving ``mean`` (zeros) and ``var`` (ones) are ``nnx.BatchStat``, updated in training
+    with the biased batch variance (see :func:`batch_norm`, which this layer calls).
+
+    - Training mode (``use_running_average=False``, after ``model.train()``): batch
+      statistics, moving statistics updated.
+    - Inference mode (``model.eval()``): moving statistics.
+    - Frozen (``trainable=False``, Keras's ``layer.trainable = False``): always inference
+      mode, even in training, and the moving statistics never change.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from stablejax.nn import BatchNorm
+        >>> bn = BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> y = bn(jnp.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0], [7.0, 2.0]]))
+        >>> [round(float(v), 4) for v in bn.mean[...]]
+        [0.04, 0.05]
+
+    Args:
+      num_features: size of the feature axis.
+      momentum: moving-average momentum in [0, 1) (default 0.99).
+      epsilon: positive constant added to the variance (default 1e-3).
+      axis: the feature axis (default -1).
+      use_scale, use_bias: learn gamma, beta (default True).
+      axis_name: mapped axis over which to average statistics (``shard_map``).
+      trainable: False freezes the layer as described above.
+      rngs: ``nnx.Rngs``.
+
+    Warning:
+      Flax's own ``BatchNorm`` uses ``epsilon=1e-5`` and needs ``use_running_average``
+      set to freeze; PyTorch's uses ``epsilon=1e-5``, ``momentum=0.1`` (= 1 - 0.9) and
+      the unbiased variance for its running statistics.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        axis: int = -1,
+        use_scale: bool = True,
+        use_bias: bool = True,
+        axis_name: str | None = None,
+        trainable: bool = True,
+        use_running_average: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        if not (isinstance(num_features, int) and num_features >= 1):
+            raise ValueError(f"num_features must be an integer >= 1, got {num_features!r}")
+        _check_momentum_epsilon(momentum, epsilon)
+        super().__init__(
+            num_features,
+            use_running_average=use_running_average,
+            axis=axis,
+            momentum=momentum,
+            epsilon=epsilon,
+            use_scale=use_scale,
+            use_bias=use_bias,
+            axis_name=axis_name,
+            rngs=rngs,
+        )
+        self.trainable = trainable
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None, *, mask=None):
+        """Normalises ``x``; see the class docstring for the modes."""
+        if mask is not None:
+            raise ValueError("mask is not supported by stablejax.nn.BatchNorm")
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        training = self.trainable and not use_running_average
+        params = {
+            "scale": None if self.scale is None else self.scale[...],
+            "bias": None if self.bias is None else self.bias[...],
+        }
+        stats = {"mean": self.mean[...], "var": self.var[...]}
+        y, new_stats = batch_norm(
+            x,
+            params,
+            stats,
+            training=training,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            axis=self.axis,
+            axis_name=self.axis_name,
+        )
+        if training:
+            self.mean[...] = new_stats["mean"]
+            self.var[...] = new_stats["var"]
+        return y
+
+
+class PReLU(nnx.Module):
+    """Parametric ReLU with a learned slope: ``x`` if ``x > 0`` else ``alpha * x``.
+
+    ``alpha`` is an ``nnx.Param`` of ``shape``: the shape of one sample (Keras's default,
+    one slope per element), ``(channels,)`` for one per channel, or ``()`` for one in
+    all. Initialised to ``alpha_init`` (0.0, Keras; PyTorch uses 0.25).
+    """
+
+    def __init__(
+        self, shape: int | Sequence[int], alpha_init: float = 0.0, *, param_dtype=jnp.float32
+    ):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if any(not isinstance(d, int) or d < 1 for d in shape):
+            raise ValueError(f"shape must be positive integers, got {shape!r}")
+        if not math.isfinite(alpha_init):
+            raise ValueError(f"alpha_init must be finite, got {alpha_init!r}")
+        self.alpha = nnx.Param(jnp.full(shape, alpha_init, param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies ``activations.prelu(x, alpha)``."""
+        return activations.prelu(x, self.alpha[...])
+
+
+class RReLU(nnx.Module):
+    """Randomized leaky ReLU: random slopes in training, their mean in inference.
+
+    In training (``deterministic=False``) each call draws a slope ``U(lower, upper)``
+    per element from the ``rngs`` stream ``"rrelu"`` (falling back to ``"default"``);
+    after ``model.eval()`` (``deterministic=True``) the slope is ``(lower + upper) / 2``.
+    Defaults 1/8 and 1/3 as PyTorch's ``nn.RReLU``. The stream's key and count are part
+    of the model's state, so a saved and restored run draws the same slopes.
+    """
+
+    def __init__(
+        self,
+        lower: float = 1.0 / 8.0,
+        upper: float = 1.0 / 3.0,
+        *,
+        deterministic: bool = False,
+        rngs: nnx.Rngs | None = None,
+    ):
+        for name, value in (("lower", lower), ("upper", upper)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if lower > upper:
+            raise ValueError(f"lower must be <= upper, got lower={lower!r} > upper={upper!r}")
+        self.lower, self.upper = lower, upper
+        self.deterministic = deterministic
+        self.rngs = nnx.data(None) if rngs is None else rngs["rrelu"].fork()
+
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        """Applies ``activations.rrelu`` with a fresh key in training."""
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic:
+            return activations.rrelu(x, None, self.lower, self.upper)
+        if self.rngs is None:
+            raise ValueError("RReLU in training mode needs rngs=nnx.Rngs(...) at construction")
+        return activations.rrelu(x, self.rngs(), self.lower, self.upper)
+
+
+class Activation(nnx.Module):
+    """A layer applying an activation by Keras-style name or callable (``Activation("elu")``)."""
+
+    def __init__(self, name_or_fn: str | Callable[[jax.Array], jax.Array]):
+        self.fn = activations.get(name_or_fn)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the activation."""
+        return self.fn(x)
+
+
+class Flatten(nnx.Module):
+    """Flattens every axis but the first (the batch): ``(n, 28, 28) -> (n, 784)``."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Reshapes ``x`` to ``(x.shape[0], -1)``."""
+        return x.reshape(x.shape[0], -1)
+
+
+def _activation_layer(name_or_fn, features: int, rngs: nnx.Rngs) -> nnx.Module:
+    if isinstance(name_or_fn, str) and name_or_fn.lower() == "prelu":
+        return PReLU((features,))
+    if isinstance(name_or_fn, str) and name_or_fn.lower() == "rrelu":
+        return RReLU(rngs=rngs)
+    return Activation(name_or_fn)
+
+
+def _activation_name(name_or_fn) -> str | None:
+    if name_or_fn is None or isinstance(name_or_fn, str):
+        return name_or_fn
+    return getattr(name_or_fn, "__name__", None)
+
+
+class Dense(nnx.Linear):
+    """``nnx.Linear`` followed by an activation, initialised to match that activation.
+
+    ``y = activation(x @ kernel + bias)``. When ``kernel_init`` is None the initialiser is
+    ``initializers.for_activation(activation)``: Glorot for None/tanh/sigmoid/softmax,
+    He for the ReLU family and ELU, LeCun for SELU. ``"prelu"`` learns one slope per
+    output unit; ``"rrelu"`` draws slopes from ``rngs``.
+
+    Warning:
+      A callable activation whose ``__name__`` is not a known name (a lambda, say) falls
+      back to Glorot uniform, Keras's default; pass ``kernel_init`` to choose.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        activation: str | Callable[[jax.Array], jax.Array] | None = None,
+        kernel_init: initializers.Initializer | None = None,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if kernel_init is None:
+            name = _activation_name(activation)
+            known = name is None or name.lower() in initializers.KNOWN_ACTIVATIONS
+            kernel_init = (
+                initializers.for_activation(name) if known else initializers.glorot_uniform()
+            )
+        super().__init__(in_features, out_features, use_bias=use_bias, kernel_init=kernel_init,
+                         rngs=rngs)
+        self.activation = _activation_layer(activation, out_features, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the affine map then the activation."""
+        return self.activation(super().__call__(x))
+
+
+def mlp(
+    hidden: Sequence[int] = (300, 100),
+    *,
+    input_shape: Sequence[int] = (28, 28),
+    activation: str | Callable[[jax.Array], jax.Array] = "elu",
+    kernel_init: initializers.Initializer | None = None,
+    batch_norm: str | None = None,
+    output_size: int = 10,
+    output_activation: str | Callable[[jax.Array], jax.Array] | None = "softmax",
+    momentum: float = 0.99,
+    epsilon: float = 1e-3,
+    rngs: nnx.Rngs,
+) -> nnx.Sequential:
+    """Builds the notes' dense networks in one call, as an ``nnx.Sequential``.
+
+    - ``batch_norm=None``: Flatten -> [Dense(h, activation)] * k -> Dense(output).
+    - ``batch_norm="after"`` (the notes' first model): Flatten -> BatchNorm ->
+      [Dense(h, activation) -> BatchNorm] * k -> Dense(output).
+    - ``batch_norm="before"`` (the notes' second model): Flatten -> BatchNorm ->
+      [Dense(h, use_bias=False) -> BatchNorm -> Activation] * k -> Dense(output);
+      batch norm's beta makes the Dense bias redundant.
+
+    With ``kernel_init=None`` each hidden layer takes the initialiser matched to
+    ``activation`` and the output layer the one matched to ``output_activation``. The
+    trainable and non-trainable parameter counts equal Keras's for the same
+    architecture (e.g. 268,978 and 2,368 for the notes' first model).
+
+    Args:
+      hidden: sizes of the hidden layers.
+      input_shape: shape of one input sample (flattened first).
+      activation: hidden activation (name or callable).
+      kernel_init: initialiser for the hidden kernels (default: matched to activation).
+      batch_norm: None, ``"after"`` or ``"before"``.
+      output_size: units of the output layer.
+      output_activation: ``"softmax"`` (the notes), ``"sigmoid"``, None for logits, ...
+      momentum, epsilon: batch-norm hyperparameters (Keras's defaults).
+      rngs: ``nnx.Rngs``.
+    """
+    if batch_norm not in BATCH_NORM_PLACEMENTS:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORM_PLACEMENTS}, got {batch_norm!r}")
+    hidden = tuple(hidden)
+    if any(not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"hidden must be positive integers, got {hidden!r}")
+    if not (isinstance(output_size, int) and output_size >= 1):
+        raise ValueError(f"output_size must be an integer >= 1, got {output_size!r}")
+    _check_momentum_epsilon(momentum, epsilon)
+
+    def bn(n: int) -> BatchNorm:
+        return BatchNorm(n, momentum=momentum, epsilon=epsilon, rngs=rngs)
+
+    width = math.prod(input_shape)
+    layers: list[Callable] = [Flatten()]
+    if batch_norm is not None:
+        layers.append(bn(width))
+    for size in hidden:
+        if batch_norm == "before":
+            init = kernel_init or initializers.for_activation(_activation_name(activation))
+            layers += [
+                Dense(width, size, kernel_init=init, use_bias=False, rngs=rngs),
+                bn(size),
+                _activation_layer(activation, size, rngs),
+            ]
+        else:
+            layers.append(
+                Dense(width, size, activation=activation, kernel_init=kernel_init, rngs=rngs)
+            )
+            if batch_norm == "after":
+                layers.append(bn(size))
+        width = size
+    layers.append(Dense(width, output_size, activation=output_activation, rngs=rngs))
+    return nnx.Sequential(*layers)
+
+
+def variables(model: nnx.Module) -> list[tuple[str, bool]]:
+    """Lists ``(path, trainable)`` for every variable of ``model``.
+
+    ``trainable`` is True for ``nnx.Param`` (learned by backpropagation) and False for
+    everything else (``nnx.BatchStat`` moving statistics, RNG state). This is the JAX
+    answer to Keras's ``[(v.name, v.trainable) for v in layer.variables]``; for a batch
+    norm layer it gives ``scale`` (gamma) and ``bias`` (beta) trainable, ``mean`` and
+    ``var`` not.
+    """
+    flat = nnx.to_flat_state(nnx.state(model))
+    return [
+        ("/".join(str(p) for p in path), isinstance(var, nnx.Param))
+        for path, var in flat
+    ]

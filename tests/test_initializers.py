@@ -1,0 +1,159 @@
+"""Initialisers: variance against scale / fan, truncation, fans, the classic table."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stablejax import initializers as I
+
+SHAPE = (400, 300)  # fan_in 400, fan_out 300, fan_avg 350
+FANS = {"fan_in": 400.0, "fan_out": 300.0, "fan_avg": 350.0}
+
+
+@pytest.mark.parametrize("mode", I.MODES)
+@pytest.mark.parametrize("distribution", I.DISTRIBUTIONS)
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_variance_matches_scale_over_fan(mode, distribution, scale):
+    w = np.asarray(I.variance_scaling(scale, mode, distribution)(jax.random.key(1), SHAPE))
+    target = scale / FANS[mode]
+    n = w.size
+    # Sampling error of the variance estimate: sd(s^2) = v * sqrt((kurtosis - 1) / n);
+    # kurtosis <= 3 for all three distributions. Allow 5 standard errors.
+    assert abs(w.mean()) < 5 * math.sqrt(target / n)
+    assert abs(w.var() - target) < 5 * target * math.sqrt(2.0 / n)
+
+
+def test_truncated_normal_is_cut_at_two_sigma():
+    v = 2.0 / 400
+    w = np.asarray(I.he_normal()(jax.random.key(0), SHAPE))
+    sigma = math.sqrt(v) / 0.87962566103423978
+    assert np.abs(w).max() <= 2 * sigma * (1 + 1e-6)
+    # parity_spec 1.1: max|w| / sqrt(v) = 2.274 for a draw of this size.
+    assert np.abs(w).max() / math.sqrt(v) == pytest.approx(2.2737, abs=2e-3)
+
+
+def test_normal_is_untruncated():
+    v = 1.0 / 400
+    w = np.asarray(I.variance_scaling(1.0, "fan_in", "normal")(jax.random.key(0), SHAPE))
+    # 120,000 draws of N(0, v): the maximum exceeds the truncated bound 2.27 sqrt(v) by far.
+    assert np.abs(w).max() / math.sqrt(v) > 3.5
+
+
+@pytest.mark.parametrize(
+    "init, limit",
+    [
+        (I.glorot_uniform(), math.sqrt(6 / 700)),
+        (I.he_uniform(), math.sqrt(6 / 400)),
+        (I.lecun_uniform(), math.sqrt(3 / 400)),
+        (I.variance_scaling(2.0, "fan_avg", "uniform"), math.sqrt(6 / 350)),  # he_avg_init
+    ],
+)
+def test_uniform_limits(init, limit):
+    w = np.asarray(init(jax.random.key(3), SHAPE))
+    assert np.abs(w).max() <= limit
+    assert np.abs(w).max() > 0.99 * limit
+
+
+@pytest.mark.parametrize(
+    "init, std",
+    [
+        (I.glorot_normal(), 0.05345),
+        (I.glorot_uniform(), 0.05345),
+        (I.he_normal(), 0.07071),
+        (I.he_uniform(), 0.07071),
+        (I.lecun_normal(), 0.05000),
+    ],
+)
+def test_named_initialisers_match_keras_table(init, std):
+    # parity_spec 1.1 targets for shape (400, 300); sampling sd of the std ~ std/sqrt(2n).
+    w = np.asarray(init(jax.random.key(1), SHAPE))
+    assert w.std() == pytest.approx(std, rel=5 / math.sqrt(2 * w.size))
+
+
+@pytest.mark.parametrize(
+    "shape, fans",
+    [
+        ((), (1, 1)),
+        ((7,), (7, 7)),
+        ((784, 300), (784, 300)),
+        ((3, 3, 16, 32), (144, 288)),  # conv kernel: receptive field 9
+        ((5, 8, 4), (40, 20)),  # 1-d conv
+    ],
+)
+def test_compute_fans(shape, fans):
+    assert I.compute_fans(shape) == fans
+
+
+def test_compute_fans_batch_axis():
+    # 10 stacked dense kernels (10, 784, 300): the stack axis is not a receptive field.
+    assert I.compute_fans((10, 784, 300), batch_axis=0) == (784, 300)
+
+
+def test_fan_is_clamped_to_one():
+    w = I.variance_scaling(1.0, "fan_in", "uniform")(jax.random.key(0), (0, 5))
+    assert w.shape == (0, 5)
+
+
+@pytest.mark.parametrize(
+    "name, scale, fan",
+    [
+        (None, 1.0, "fan_avg"),
+        ("tanh", 1.0, "fan_avg"),
+        ("sigmoid", 1.0, "fan_avg"),
+        ("logistic", 1.0, "fan_avg"),
+        ("softmax", 1.0, "fan_avg"),
+        ("relu", 2.0, "fan_in"),
+        ("leaky_relu", 2.0, "fan_in"),
+        ("rrelu", 2.0, "fan_in"),
+        ("prelu", 2.0, "fan_in"),
+        ("elu", 2.0, "fan_in"),
+        ("selu", 1.0, "fan_in"),
+    ],
+)
+def test_for_activation_table(name, scale, fan):
+    w = np.asarray(I.for_activation(name)(jax.random.key(5), SHAPE))
+    target = scale / FANS[fan]
+    assert abs(w.var() - target) < 5 * target * math.sqrt(2.0 / w.size)
+
+
+def test_signature_and_dtype_drop_into_flax():
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        w = I.he_normal()(jax.random.key(0), (3, 4), dtype)
+        assert w.dtype == dtype
+    layer = nnx.Linear(784, 300, kernel_init=I.he_normal(), rngs=nnx.Rngs(0))
+    assert float(jnp.var(layer.kernel[...])) == pytest.approx(2 / 784, rel=0.02)
+
+
+def test_deterministic_for_a_key():
+    a = I.glorot_normal()(jax.random.key(7), (20, 30))
+    b = I.glorot_normal()(jax.random.key(7), (20, 30))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scale": 0.0}, "scale"),
+        ({"scale": -1.0}, "scale"),
+        ({"scale": float("nan")}, "scale"),
+        ({"mode": "fan_sum"}, "mode"),
+        ({"distribution": "cauchy"}, "distribution"),
+    ],
+)
+def test_variance_scaling_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        I.variance_scaling(**kwargs)
+
+
+def test_for_activation_rejects_unknown_name_and_lists_known():
+    with pytest.raises(ValueError, match="selu"):
+        I.for_activation("swishy")
+
+
+def test_compute_fans_rejects_same_axes():
+    with pytest.raises(ValueError, match="in_axis"):
+        I.compute_fans((3, 4), in_axis=0, out_axis=0)

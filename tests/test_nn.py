@@ -1,0 +1,214 @@
+"""Flax layers: batch norm against Keras's measured vector, counts, PReLU/RReLU, Dense init."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stablejax import nn
+
+X = jnp.asarray([[1, 2], [3, 6], [5, 10], [7, 2]], jnp.float32)
+# parity_spec section 3, Keras 3 BatchNormalization with defaults, one training call.
+KERAS_TRAIN_Y = [
+    [-1.3415067, -0.90449297],
+    [-0.44716883, 0.30149758],
+    [0.44716883, 1.5074883],
+    [1.3415067, -0.90449297],
+]
+KERAS_MOVING_MEAN = [0.04, 0.05]
+KERAS_MOVING_VAR = [1.04, 1.1]
+KERAS_INFER_Y = [
+    [0.94090521, 1.8584075],
+    [2.9011242, 5.6705256],
+    [4.8613434, 9.4826431],
+    [6.8215623, 1.8584075],
+]
+
+
+def test_batch_norm_layer_matches_keras_training_then_inference():
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(bn(X), KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.mean[...], KERAS_MOVING_MEAN, rtol=1e-6)
+    np.testing.assert_allclose(bn.var[...], KERAS_MOVING_VAR, rtol=1e-6)
+    bn.eval()
+    np.testing.assert_allclose(bn(X), KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
+    # inference leaves the moving statistics alone
+    np.testing.assert_allclose(bn.mean[...], KERAS_MOVING_MEAN, rtol=1e-6)
+
+
+def test_pure_batch_norm_without_flax():
+    params = {"scale": jnp.ones(2), "bias": jnp.zeros(2)}
+    stats = {"mean": jnp.zeros(2), "var": jnp.ones(2)}
+    y, new = jax.jit(nn.batch_norm, static_argnames="training")(X, params, stats, training=True)
+    np.testing.assert_allclose(y, KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(new["var"], KERAS_MOVING_VAR, rtol=1e-6)
+    y_inf, same = nn.batch_norm(X, params, new, training=False)
+    np.testing.assert_allclose(y_inf, KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
+    assert same is new
+
+
+def test_batch_norm_closed_form_with_gamma_beta_and_conv_axis():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5, 5, 3)).astype(np.float32)
+    gamma, beta = rng.normal(size=3).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    expected = gamma * (x - mean) / np.sqrt(var + 1e-3) + beta
+    y, new = nn.batch_norm(
+        jnp.asarray(x),
+        {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)},
+        {"mean": jnp.zeros(3), "var": jnp.ones(3)},
+        training=True,
+        momentum=0.9,
+    )
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new["mean"], 0.1 * mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(new["var"], 0.9 + 0.1 * var, rtol=1e-5)
+
+
+def test_batch_norm_axis_name_gives_global_batch_statistics():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4)), jnp.float32)
+    params = {"scale": jnp.ones(4), "bias": jnp.zeros(4)}
+    stats = {"mean": jnp.zeros(4), "var": jnp.ones(4)}
+    whole, whole_stats = nn.batch_norm(x, params, stats, training=True)
+
+    def shard(xs):
+        return nn.batch_norm(xs, params, stats, training=True, axis_name="devices")
+
+    parts, part_stats = jax.vmap(shard, axis_name="devices")(x.reshape(4, 2, 4))
+    np.testing.assert_allclose(parts.reshape(8, 4), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part_stats["var"][0], whole_stats["var"], rtol=1e-6)
+
+
+def test_frozen_batch_norm_uses_and_keeps_moving_statistics():
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    bn(X)  # one training call: moving stats now Keras's
+    bn.trainable = False
+    before = (np.asarray(bn.mean[...]), np.asarray(bn.var[...]))
+    y = bn(X)  # still in training mode, but frozen
+    np.testing.assert_allclose(y, KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(bn.mean[...], before[0])
+    np.testing.assert_array_equal(bn.var[...], before[1])
+
+
+def test_batch_norm_keeps_low_precision_dtype():
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    y = bn(X.astype(jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    assert bn.mean[...].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y, np.float32), KERAS_TRAIN_Y, rtol=2e-2, atol=2e-2)
+
+
+def _counts(model):
+    trainable = sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    other = sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+    return trainable, other
+
+
+@pytest.mark.parametrize(
+    "batch_norm, total, trainable",
+    [
+        # Keras model.summary() of the notes' two models: Total / Trainable params.
+        ("after", 271_346, 268_978),
+        ("before", 270_946, 268_578),
+        (None, 266_610, 266_610),
+    ],
+)
+def test_mlp_parameter_counts_equal_keras(batch_norm, total, trainable):
+    model = nn.mlp([300, 100], activation="elu", batch_norm=batch_norm, rngs=nnx.Rngs(0))
+    t, o = _counts(model)
+    assert (t, t + o) == (trainable, total)
+    y = model(jnp.ones((3, 28, 28)))
+    assert y.shape == (3, 10)
+    np.testing.assert_allclose(jnp.sum(y, axis=-1), 1.0, rtol=1e-5)  # softmax output
+
+
+def test_mlp_before_places_bias_free_dense_bn_activation():
+    model = nn.mlp([300, 100], batch_norm="before", rngs=nnx.Rngs(0))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "Flatten", "BatchNorm",
+        "Dense", "BatchNorm", "Activation",
+        "Dense", "BatchNorm", "Activation",
+        "Dense",
+    ]  # fmt: skip
+    assert model.layers[2].bias is None
+
+
+def test_variables_lists_trainable_flags_like_keras():
+    model = nn.mlp([300, 100], batch_norm="after", rngs=nnx.Rngs(0))
+    assert sorted(nn.variables(model.layers[1])) == [
+        ("bias", True),
+        ("mean", False),
+        ("scale", True),
+        ("var", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    "activation, variance",
+    [
+        ("selu", lambda fi, fo: 1 / fi),
+        ("elu", lambda fi, fo: 2 / fi),
+        ("relu", lambda fi, fo: 2 / fi),
+        ("tanh", lambda fi, fo: 2 / (fi + fo)),
+        (None, lambda fi, fo: 2 / (fi + fo)),
+    ],
+)
+def test_dense_initialiser_follows_activation(activation, variance):
+    layer = nn.Dense(400, 300, activation=activation, rngs=nnx.Rngs(0))
+    w = np.asarray(layer.kernel[...])
+    target = variance(400, 300)
+    assert abs(w.var() - target) < 5 * target * math.sqrt(2.0 / w.size)
+
+
+def test_dense_applies_activation():
+    layer = nn.Dense(3, 2, activation="relu", rngs=nnx.Rngs(0))
+    x = jnp.asarray([[1.0, -2.0, 0.5]])
+    expected = np.maximum(np.asarray(x @ layer.kernel[...] + layer.bias[...]), 0)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-6)
+
+
+def test_prelu_learns_alpha_per_element():
+    layer = nn.PReLU((4, 3))
+    assert layer.alpha[...].shape == (4, 3)
+    x = -jnp.ones((2, 4, 3))
+    np.testing.assert_array_equal(layer(x), jnp.zeros_like(x))  # alpha_init 0: ReLU
+
+    def loss(m):
+        return jnp.sum(m(x))
+
+    grads = nnx.grad(loss)(layer)
+    np.testing.assert_allclose(grads.alpha[...], -2.0 * np.ones((4, 3)))
+
+
+def test_rrelu_layer_random_in_training_mean_in_inference():
+    layer = nn.RReLU(rngs=nnx.Rngs(0))
+    x = -jnp.ones((1000,))
+    a, b = layer(x), layer(x)
+    assert not np.array_equal(a, b)  # a fresh draw each call
+    assert np.all((-np.asarray(a) >= 1 / 8) & (-np.asarray(a) <= 1 / 3))
+    layer.eval()
+    np.testing.assert_allclose(layer(x), -11 / 48 * np.ones(1000), rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: nn.BatchNorm(2, momentum=1.0, rngs=nnx.Rngs(0)), "momentum"),
+        (lambda: nn.BatchNorm(2, momentum=-0.1, rngs=nnx.Rngs(0)), "momentum"),
+        (lambda: nn.BatchNorm(2, epsilon=0.0, rngs=nnx.Rngs(0)), "epsilon"),
+        (lambda: nn.BatchNorm(0, rngs=nnx.Rngs(0)), "num_features"),
+        (lambda: nn.RReLU(0.5, 0.1), "lower"),
+        (lambda: nn.Dense(3, 0, rngs=nnx.Rngs(0)), "out_features"),
+        (lambda: nn.Dense(3, 2, activation="swish", rngs=nnx.Rngs(0)), "activation"),
+        (lambda: nn.mlp([10], batch_norm="middle", rngs=nnx.Rngs(0)), "batch_norm"),
+        (lambda: nn.mlp([0], rngs=nnx.Rngs(0)), "hidden"),
+        (lambda: nn.Activation("nope"), "activation"),
+    ],
+)
+def test_bad_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
