@@ -1,0 +1,382 @@
+"""Save and restore a training run's whole state with Orbax.
+
+The state is one pytree (NamedTuples, dicts, lists, `flax.nnx.State`) of arrays:
+parameters, batch statistics, optimizer state with its step counts, PRNG keys, epoch.
+`save` writes it to a directory, `restore` reads it back into the structure of a
+template, and `save_epoch` / `latest_epoch` / `restore_latest` keep the last few epochs of
+a run so an interrupted run can resume.
+
+Guarantees:
+
+* Bitwise: every leaf is stored in its own dtype (float32, bfloat16, int32, uint32, ...)
+  and restored bit for bit; typed PRNG keys are stored as their `jax.random.key_data` and
+  re-wrapped with the template's key implementation.
+* Atomic: Orbax writes into ``<path>.orbax-checkpoint-tmp`` and renames it to ``<path>``
+  only once everything, including our manifest, is on disk. A crash mid-save leaves
+  only the temporary directory, which `restore` refuses and `latest_epoch` ignores;
+  other checkpoints are untouched. Deletions rename first, then delete, so a half-deleted
+  directory never keeps a checkpoint's name either.
+* Checked: the manifest records each leaf's path, shape, dtype and CRC-32. `restore`
+  compares it with the template before reading and names the first leaves that differ,
+  and verifies the checksums after reading, because Orbax's storage does not detect a
+  corrupted data byte on its own.
+
+Every failure to read a checkpoint raises `CheckpointError`, whose message names the path.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+import shutil
+import sys
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = [
+    "CheckpointError",
+    "save",
+    "restore",
+    "save_epoch",
+    "latest_epoch",
+    "restore_latest",
+]
+
+_FORMAT = "stablejax.checkpoint/1"
+# Orbax's marker for a directory whose save has not finished.
+_TMP_MARK = ".orbax-checkpoint-tmp"
+_EPOCH_DIR = re.compile(r"epoch_(\d+)")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unfinished, corrupt, or does not match the template."""
+
+
+# ---------------------------------------------------------------- pytree <-> named leaves
+
+
+def _nnx():
+    # A flax.nnx.State can only exist once flax.nnx is imported; checking sys.modules
+    # keeps this module from importing Flax for callers that never use it.
+    return sys.modules.get("flax.nnx")
+
+
+def _to_pure(tree):
+    """Replaces each `nnx.State` in `tree` by its pure dict, so both forms save alike."""
+    nnx = _nnx()
+    if nnx is None:
+        return tree
+
+    def is_state(x):
+        return isinstance(x, nnx.State)
+
+    return jax.tree.map(lambda x: nnx.to_pure_dict(x) if is_state(x) else x, tree, is_leaf=is_state)
+
+
+def _from_pure(like, pure):
+    """Inverse of `_to_pure`: puts the values of `pure` back into copies of like's States."""
+    nnx = _nnx()
+    if nnx is None:
+        return pure
+
+    def is_state(x):
+        return isinstance(x, nnx.State)
+
+    def rebuild(like_node, pure_node):
+        if not is_state(like_node):
+            return pure_node
+        state = jax.tree.map(lambda v: v, like_node)  # a copy; the template stays intact
+        nnx.replace_by_pure_dict(state, pure_node)
+        return state
+
+    return jax.tree.map(rebuild, like, pure, is_leaf=is_state)
+
+
+def _flatten(tree):
+    """Returns (names, leaves, treedef); a name is the tuple of path components as strings."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    names = [
+        tuple(jax.tree_util.keystr((k,), simple=True) for k in path) or ("state",)
+        for path, _ in with_paths
+    ]
+    if len(set(names)) != len(names):
+        duplicates = sorted({"/".join(n) for n in names if names.count(n) > 1})
+        raise ValueError(f"state has leaves whose paths collide as strings: {duplicates}")
+    return names, [leaf for _, leaf in with_paths], treedef
+
+
+def _nest(names, values) -> dict:
+    """Builds the nested dict of string keys that Orbax stores."""
+    out: dict = {}
+    for name, value in zip(names, values, strict=True):
+        node = out
+        for part in name[:-1]:
+            node = node.setdefault(part, {})
+        node[name[-1]] = value
+    return out
+
+
+def _lookup(tree: dict, name):
+    for part in name:
+        tree = tree[part]
+    return tree
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _storable(leaf) -> jax.Array:
+    if _is_key(leaf):
+        return jax.random.key_data(leaf)
+    return leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+
+
+def _expected(leaf) -> jax.ShapeDtypeStruct:
+    """The stored shape, dtype and sharding that a template leaf asks for."""
+    sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(
+        jax.devices()[0]
+    )
+    if _is_key(leaf):
+        data = jax.eval_shape(jax.random.key_data, leaf)
+        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+    if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+    # Python scalars and numpy arrays: the dtype `jnp.asarray` gives them when saved.
+    dtype = jax.dtypes.canonicalize_dtype(np.result_type(leaf))
+    return jax.ShapeDtypeStruct(np.shape(leaf), dtype, sharding=sharding)
+
+
+def _crc32(array: jax.Array) -> int | None:
+    if not array.is_fully_addressable:  # other hosts hold parts of it
+        return None
+    host = np.ascontiguousarray(np.asarray(array)).reshape(-1)
+    return zlib.crc32(host.view(np.uint8))
+
+
+# ---------------------------------------------------------------- directories
+
+
+def _remove(path: Path) -> None:
+    # Rename before deleting so a crash mid-delete never leaves a partial checkpoint under
+    # a name that `restore` or `latest_epoch` would accept.
+    doomed = path.with_name(f"{path.name}.deleting-{uuid.uuid4().hex}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _read_manifest(path: Path) -> dict:
+    if _TMP_MARK in path.name:
+        raise CheckpointError(f"{path} is an unfinished save (an Orbax temporary directory)")
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            manifest = checkpointer.metadata(path).custom_metadata
+    except Exception as e:
+        raise CheckpointError(f"cannot read the checkpoint metadata in {path}: {e}") from e
+    if not manifest or manifest.get("format") != _FORMAT:
+        raise CheckpointError(
+            f"{path} has no stablejax manifest: it is incomplete, corrupt, or was not "
+            "written by stablejax.checkpoint.save"
+        )
+    return manifest
+
+
+def _check_matches(path: Path, recorded: dict, keys: list[str], expected) -> None:
+    problems = [f"{k}: expected but not in the checkpoint" for k in keys if k not in recorded]
+    wanted = set(keys)
+    problems += [f"{k}: in the checkpoint but not expected" for k in recorded if k not in wanted]
+    for key, spec in zip(keys, expected, strict=True):
+        if key not in recorded:
+            continue
+        shape, dtype = tuple(recorded[key]["shape"]), recorded[key]["dtype"]
+        if shape != tuple(spec.shape):
+            problems.append(f"{key}: checkpoint shape {shape} != expected {tuple(spec.shape)}")
+        elif dtype != np.dtype(spec.dtype).name:
+            problems.append(f"{key}: checkpoint dtype {dtype} != expected {np.dtype(spec.dtype)}")
+    if problems:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CheckpointError(
+            f"checkpoint {path} does not match the expected state:\n  "
+            + "\n  ".join(problems[:10])
+            + more
+        )
+
+
+# ---------------------------------------------------------------- public API
+
+
+def save(path: str | os.PathLike, state: Any, *, force: bool = False) -> None:
+    """Writes the pytree `state` to the directory `path`, atomically, and waits for it.
+
+    Leaves may be jax arrays, numpy arrays, Python scalars or typed PRNG keys; NamedTuples,
+    dicts, lists and `flax.nnx.State` (saved as its pure dict) are the containers. Non-jax
+    leaves are converted with `jnp.asarray`, so they are stored in the dtype JAX computes
+    with (float64 numpy arrays become float32 unless x64 is enabled). The save is
+    synchronous: when `save` returns, the checkpoint is complete.
+
+    Args:
+      path: directory to create; its parents are created as needed.
+      state: the pytree to save; it must have at least one leaf.
+      force: replace an existing checkpoint at `path`. The old one is deleted before the
+        new one is written, so a crash in between leaves neither (other paths are never
+        touched).
+
+    Raises:
+      FileExistsError: `path` exists and `force` is False.
+      ValueError: `state` has no leaves, or two leaf paths collide as strings.
+    """
+    path = Path(path).absolute()
+    names, leaves, _ = _flatten(_to_pure(state))
+    if not leaves:
+        raise ValueError("state must have at least one array leaf, got an empty pytree")
+    if path.exists():
+        if not force:
+            raise FileExistsError(f"{path} already exists; pass force=True to replace it")
+        _remove(path)
+    arrays = [_storable(leaf) for leaf in leaves]
+    manifest = {
+        "format": _FORMAT,
+        "leaves": {
+            "/".join(name): {
+                "shape": list(a.shape),
+                "dtype": np.dtype(a.dtype).name,
+                "crc32": _crc32(a),
+            }
+            for name, a in zip(names, arrays, strict=True)
+        },
+    }
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, _nest(names, arrays), custom_metadata=manifest)
+        checkpointer.wait_until_finished()
+
+
+def restore(path: str | os.PathLike, like: Any) -> Any:
+    """Reads the checkpoint at `path` into the structure, shapes and dtypes of `like`.
+
+    `like` is a template of the saved state: the same pytree with arrays (or
+    `jax.ShapeDtypeStruct`s, except for typed PRNG keys, which must be concrete) of the
+    expected shapes and dtypes; its values are not used. The result has like's pytree
+    type, jax arrays with like's shardings (the default device for non-jax leaves) and the
+    saved bits.
+
+    Raises:
+      CheckpointError naming `path` if it does not exist, is an unfinished save, lacks the
+      manifest, cannot be read, or fails its checksums; and naming each mismatched leaf
+      path (e.g. ``params/layers/0/kernel: checkpoint shape (64, 300) != expected
+      (784, 300)``) if the checkpoint holds other leaves, shapes or dtypes than `like`.
+    """
+    path = Path(path).absolute()
+    recorded = _read_manifest(path)["leaves"]
+    names, leaves, treedef = _flatten(_to_pure(like))
+    keys = ["/".join(name) for name in names]
+    expected = [_expected(leaf) for leaf in leaves]
+    _check_matches(path, recorded, keys, expected)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            tree = checkpointer.restore(path, _nest(names, expected))
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
+    arrays = [_lookup(tree, name) for name in names]
+    for key, array in zip(keys, arrays, strict=True):
+        saved, now = recorded[key]["crc32"], _crc32(array)
+        if saved is not None and now is not None and saved != now:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {key} fails its CRC-32 check")
+    restored = [
+        jax.random.wrap_key_data(a, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else a
+        for a, leaf in zip(arrays, leaves, strict=True)
+    ]
+    return _from_pure(like, jax.tree_util.tree_unflatten(treedef, restored))
+
+
+def _epochs(directory: Path) -> list[int]:
+    """The finished epoch checkpoints in `directory`, ascending."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        # Temporary and half-deleted directories carry a suffix, so they never match.
+        match = _EPOCH_DIR.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def _epoch_index(epoch) -> int:
+    try:
+        epoch = operator.index(epoch)
+    except TypeError:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}") from None
+    if epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    return epoch
+
+
+def save_epoch(
+    directory: str | os.PathLike, epoch: int, state: Any, *, keep: int | None = 3
+) -> Path:
+    """Saves `state` as ``directory/epoch_<epoch>`` and keeps only the last `keep` epochs.
+
+    The save is atomic (see `save`). Checkpoints of epochs after `epoch` are deleted first:
+    they belong to a continuation that this run has abandoned by going back to an earlier
+    epoch, and `latest_epoch` must not return them. An existing ``epoch_<epoch>`` is
+    replaced. Then all but the `keep` most recent epochs are deleted (`keep=None` keeps
+    all). Defaults: ``keep=3``.
+
+    Returns:
+      The path of the new checkpoint.
+    """
+    epoch = _epoch_index(epoch)
+    if keep is not None:
+        try:
+            keep = operator.index(keep)
+        except TypeError:
+            raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}") from None
+        if keep < 1:
+            raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}")
+    directory = Path(directory).absolute()
+    for later in _epochs(directory):
+        if later > epoch:
+            _remove(directory / f"epoch_{later}")
+    path = directory / f"epoch_{epoch}"
+    save(path, state, force=True)
+    if keep is not None:
+        for old in _epochs(directory)[:-keep]:
+            _remove(directory / f"epoch_{old}")
+    return path
+
+
+def latest_epoch(directory: str | os.PathLike) -> int | None:
+    """The highest epoch with a finished checkpoint in `directory`, or None.
+
+    Unfinished saves (Orbax temporary directories) and directories being deleted are
+    ignored; a missing `directory` gives None.
+    """
+    epochs = _epochs(Path(directory).absolute())
+    return epochs[-1] if epochs else None
+
+
+def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any] | None:
+    """Restores the latest epoch checkpoint in `directory` into `like` (see `restore`).
+
+    Returns:
+      ``(epoch, state)``, or None when `directory` holds no finished checkpoint.
+
+    Raises:
+      CheckpointError if the latest checkpoint is corrupt or does not match `like`; it
+      does not silently fall back to an older epoch.
+    """
+    epoch = latest_epoch(directory)
+    if epoch is None:
+        return None
+    return epoch, restore(Path(directory) / f"epoch_{epoch}", like)

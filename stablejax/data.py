@@ -1,0 +1,328 @@
+"""Data sets and a batch iterator, as plain numpy arrays.
+
+* `digits`: scikit-learn's bundled 8x8 handwritten digits (1797 real images, no download),
+  split into train/validation/test.
+* `fashion_mnist`: Fashion-MNIST read from its four IDX files in a local directory, split
+  the way the notes' book does it (the first 5000 training images are the validation set).
+* `read_idx`: a strict reader for the IDX format those files use.
+* `synthetic_classification`: Gaussian blobs for tests.
+* `batches` / `num_batches`: mini-batches with shuffling that is reproducible per
+  (seed, epoch).
+
+Images are scaled to [0, 1] and labels are int32, so a batch goes straight into a jitted
+train step.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import operator
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Split",
+    "Splits",
+    "digits",
+    "fashion_mnist",
+    "read_idx",
+    "synthetic_classification",
+    "batches",
+    "num_batches",
+]
+
+
+class Split(NamedTuple):
+    """Inputs `x` and integer labels `y` of one part of a data set."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class Splits(NamedTuple):
+    """A data set's training, validation and test parts."""
+
+    train: Split
+    valid: Split
+    test: Split
+
+
+def _index(name: str, value, low: int) -> int:
+    """Returns `value` as an int after checking that it is an integer >= `low`."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _float_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def digits(
+    *,
+    validation: float = 0.1,
+    test: float = 0.2,
+    seed: int = 0,
+    flatten: bool = False,
+    dtype=np.float32,
+) -> Splits:
+    """scikit-learn's handwritten digits, split into train/validation/test.
+
+    The 1797 8x8 images (pixel values 0..16) are scaled to ``x = pixels / 16`` in [0, 1];
+    the labels 0..9 are int32. The split is stratified (each part keeps the class
+    proportions) and shuffled, deterministic for a given `seed`:
+    ``round(n * test)`` images go to the test set, ``round(n * validation)`` to the
+    validation set, the rest to training (defaults 10% / 20% / 70%).
+
+    Args:
+      validation: fraction of all images in the validation set, in [0, 1).
+      test: fraction of all images in the test set, in [0, 1); `validation + test` < 1.
+      seed: seed of the split (non-negative integer).
+      flatten: if True, images have shape ``(n, 64)`` instead of ``(n, 8, 8)``.
+      dtype: floating dtype of the images.
+
+    Returns:
+      `Splits(train, valid, test)`, each a `Split(x, y)`.
+
+    Reference: Alpaydin and Kaynak, "Optical Recognition of Handwritten Digits",
+    UCI Machine Learning Repository (1998).
+    """
+    for name, value in (("validation", validation), ("test", test)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+    if validation + test >= 1.0:
+        raise ValueError(
+            f"validation + test must be < 1 to leave training data, got {validation} + {test}"
+        )
+    seed = _index("seed", seed, 0)
+    dtype = _float_dtype(dtype)
+
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(dtype)
+    if flatten:
+        x = x.reshape(len(x), -1)
+    y = data.target.astype(np.int32)
+
+    def carve(x, y, size):
+        """Splits off `size` stratified samples: returns (rest, carved)."""
+        if size == 0:
+            return Split(x, y), Split(x[:0], y[:0])
+        x_rest, x_part, y_rest, y_part = train_test_split(
+            x, y, test_size=size, random_state=seed, stratify=y
+        )
+        return Split(x_rest, y_rest), Split(x_part, y_part)
+
+    n = len(y)
+    rest, test_split = carve(x, y, round(n * test))
+    train, valid = carve(rest.x, rest.y, round(n * validation))
+    return Splits(train, valid, test_split)
+
+
+# IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (gzip-compressed or not) into a numpy array.
+
+    Format: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), the number of dimensions ``d``, then ``d`` big-endian
+    uint32 sizes, then ``prod(sizes)`` big-endian values in C order. Compression is
+    detected from the gzip magic bytes, not the file name.
+
+    Raises:
+      ValueError naming the file for a bad magic number, an unknown type code, or a data
+      length that does not match the sizes (a truncated or padded file).
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: corrupt gzip stream ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(
+            f"{path}: unknown IDX type code 0x{code:02X}, "
+            f"expected one of {', '.join(f'0x{c:02X}' for c in _IDX_DTYPES)}"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, {ndim} dimensions)")
+    shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: sizes {shape} need {expected} data bytes, file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def fashion_mnist(path: str | os.PathLike, *, validation: int = 5000, dtype=np.float32) -> Splits:
+    """Fashion-MNIST from the four standard IDX files in the directory `path`.
+
+    Reads ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+    ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz`` (or the same names
+    without ``.gz``). Images are scaled to ``x = pixels / 255`` in [0, 1], labels are
+    int32. As in the notes' book, the *first* `validation` training images are the
+    validation set: ``valid = train_full[:validation]``, ``train = train_full[validation:]``
+    (default 5000 of 60000); the 10000 t10k images are the test set.
+
+    Raises:
+      FileNotFoundError listing every missing file and the directory to put it in.
+      ValueError if `validation` is not in [0, number of training images) or the files
+      disagree on the number of images.
+
+    Reference: Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
+    Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
+    """
+    validation = _index("validation", validation, 0)
+    dtype = _float_dtype(dtype)
+    directory = os.path.abspath(path)
+    found, missing = [], []
+    for name in _FASHION_FILES:
+        candidates = [os.path.join(directory, name + ".gz"), os.path.join(directory, name)]
+        existing = [c for c in candidates if os.path.isfile(c)]
+        if existing:
+            found.append(existing[0])
+        else:
+            missing.append(name + ".gz")
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST files missing: {', '.join(missing)}. Download them from "
+            f"https://github.com/zalandoresearch/fashion-mnist (data/fashion) and put them "
+            f"in {directory}"
+        )
+    x_full, y_full, x_test, y_test = (read_idx(f) for f in found)
+    for (images, labels), (image_file, label_file) in (
+        ((x_full, y_full), found[:2]),
+        ((x_test, y_test), found[2:]),
+    ):
+        if len(images) != len(labels):
+            raise ValueError(
+                f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels"
+            )
+    if validation >= len(x_full):
+        raise ValueError(
+            f"validation must be in [0, {len(x_full)}) (the number of training images), "
+            f"got {validation}"
+        )
+
+    def split(images, labels):
+        return Split((images / 255.0).astype(dtype), labels.astype(np.int32))
+
+    return Splits(
+        train=split(x_full[validation:], y_full[validation:]),
+        valid=split(x_full[:validation], y_full[:validation]),
+        test=split(x_test, y_test),
+    )
+
+
+def synthetic_classification(
+    n: int = 1000,
+    *,
+    num_features: int = 20,
+    num_classes: int = 2,
+    seed: int = 0,
+    noise: float = 0.1,
+) -> Split:
+    """Gaussian blobs around random unit-norm class centres, for tests.
+
+    ``x_i = c_{y_i} + noise * e_i`` with centres ``c_k = z_k / ||z_k||``,
+    ``z_k, e_i ~ N(0, I)``. The labels are balanced (``i mod num_classes``, shuffled).
+    With the default ``noise=0.1`` the classes are almost linearly separable; raise
+    `noise` towards 1 to make them overlap. Deterministic in `seed`; x is float32,
+    y int32.
+    """
+    n = _index("n", n, 1)
+    num_features = _index("num_features", num_features, 1)
+    num_classes = _index("num_classes", num_classes, 2)
+    seed = _index("seed", seed, 0)
+    if not noise >= 0.0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((num_classes, num_features))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    y = rng.permutation(np.arange(n) % num_classes)
+    x = centres[y] + noise * rng.standard_normal((n, num_features))
+    return Split(x.astype(np.float32), y.astype(np.int32))
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Number of batches `batches` yields for `n` samples.
+
+    ``n // batch_size`` if `drop_last`, else ``ceil(n / batch_size)``.
+    """
+    n = _index("n", n, 0)
+    batch_size = _index("batch_size", batch_size, 1)
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def batches(
+    x,
+    y,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Iterates over `(x_batch, y_batch)` mini-batches of one epoch.
+
+    With `shuffle`, the order is a permutation drawn from
+    ``np.random.default_rng([seed, epoch])``: every epoch has its own order, and the same
+    (seed, epoch) always gives the same one, so a resumed run sees the batches it would
+    have seen. The last batch has ``n mod batch_size`` samples unless `drop_last` drops
+    it; `num_batches` gives the count. Arguments are checked when called, not at the
+    first batch.
+    """
+    batch_size = _index("batch_size", batch_size, 1)
+    seed = _index("seed", seed, 0)
+    epoch = _index("epoch", epoch, 0)
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    n = len(x)
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    count = num_batches(n, batch_size, drop_last)
+
+    def generate():
+        for b in range(count):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            yield x[idx], y[idx]
+
+    return generate()
