@@ -48,6 +48,8 @@ __all__ = [
     "save_epoch",
     "latest_epoch",
     "restore_latest",
+    "save_model",
+    "load_model",
 ]
 
 _FORMAT = "stablejax.checkpoint/1"
@@ -380,3 +382,27 @@ def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any] |
     if epoch is None:
         return None
     return epoch, restore(Path(directory) / f"epoch_{epoch}", like)
+
+
+def save_model(path: str | os.PathLike, model: Any, *, force: bool = False) -> None:
+    """Saves every variable of the ``flax.nnx`` model ``model`` (see `save`).
+
+    The counterpart of Keras's ``model.save``: parameters, batch statistics and RNG state.
+    The architecture is code: rebuild the model, then :func:`load_model` into it.
+    """
+    from flax import nnx
+
+    save(path, nnx.state(model), force=force)
+
+
+def load_model(path: str | os.PathLike, model: Any) -> Any:
+    """Loads a checkpoint written by :func:`save_model` into ``model``, in place; returns it.
+
+    The counterpart of Keras's ``keras.models.load_model``: ``model`` is a freshly built
+    model of the same architecture. A mismatched architecture raises `CheckpointError`
+    naming the first differing variables.
+    """
+    from flax import nnx
+
+    nnx.update(model, restore(path, nnx.state(model)))
+    return model

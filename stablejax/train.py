@@ -74,9 +74,15 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainStat
     _, params, rest = nnx.split(model, nnx.Param, ...)
     zero = jnp.zeros((), jnp.int32)
     state = TrainState(params, rest, tx.init(params), zero, zero, zero, {})
-    # Distinct buffers for every leaf (optimizer states may alias arrays), so that the
-    # whole state can be donated to the compiled step.
-    return jax.tree.map(jnp.array, state)
+    return jax.tree.map(_own_buffer, state)
+
+
+def _own_buffer(x) -> jax.Array:
+    # A copy, so no two leaves alias one buffer (optimizer states may) and the whole state
+    # can be donated; committed to its sharding, like every output of the compiled step,
+    # so the second call does not compile again.
+    x = jnp.array(x)
+    return jax.device_put(x, x.sharding)
 
 
 def update_model(model: nnx.Module, state: TrainState) -> None:

@@ -126,7 +126,7 @@ def _check_some_trainable(model: nnx.Module, predicate: Predicate) -> list[str]:
 
 def _freeze_batch_norms(model: nnx.Module, frozen: set[str]) -> None:
     # Keras semantics: a frozen batch-norm layer runs in inference mode.
-    for path, module in model.iter_modules():
+    for path, module in nnx.iter_modules(model):
         if isinstance(module, nn.BatchNorm):
             prefix = "/".join(str(p) for p in path)
             owned = [f"{prefix}/{name}" for name in ("scale", "bias")]

@@ -1,0 +1,363 @@
+"""Performance scheduling (reduce the learning rate on a plateau) and early stopping.
+
+Both are pure state machines over arrays, advanced once per epoch with the
+monitored value (typically the validation loss), so they run inside ``jax.jit``,
+keep their state in the training state pytree and resume exactly after a
+checkpoint restore.
+
+- :func:`reduce_on_plateau` is an Optax transform whose state (a
+  :class:`ReduceOnPlateauState`) lives in the optimizer state and multiplies the
+  updates by ``scale``. A training loop advances it with :func:`observe` after each
+  epoch and reads the current multiplier with :func:`plateau_scale`.
+- :func:`early_stopping` returns ``init``/``update`` functions whose ``update``
+  reports whether the epoch improved and whether to stop.
+
+Both follow Keras 3's callbacks (``ReduceLROnPlateau``, ``EarlyStopping``) step
+for step.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_MODES = {"min": 1.0, "max": -1.0}
+
+
+def _require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
+    """Raises ``ValueError`` if a concrete scalar ``value`` fails ``ok``.
+
+    JAX arrays and tracers are skipped so that ``optax.inject_hyperparams``, which
+    calls the factory again with arrays, keeps working.
+    """
+    if isinstance(value, numbers.Real) and not ok(value):
+        raise ValueError(f"{name}={value!r} is outside the accepted range {accepted}")
+
+
+def _is_count(v) -> bool:
+    return float(v).is_integer() and v >= 0
+
+
+def _sign(mode: str) -> float:
+    if mode not in _MODES:
+        raise ValueError(f"mode={mode!r} must be one of 'min', 'max'")
+    return _MODES[mode]
+
+
+def _improves(sign, value, min_delta, reference):
+    # Keras tests `value + min_delta < best` ("min") and `value - min_delta > best`
+    # ("max"); with sign = -1 the second is the first negated, which is exact in
+    # floating point, so both modes share one comparison.
+    return sign * value + min_delta < sign * reference
+
+
+class ReduceOnPlateauState(NamedTuple):
+    """State of :func:`reduce_on_plateau`; every field is a scalar array."""
+
+    scale: jax.Array  # float32 multiplier on the learning rate, starts at 1
+    best: jax.Array  # float32, +inf ("min") or -inf ("max") before the first value
+    wait: jax.Array  # int32, epochs without improvement
+    cooldown_counter: jax.Array  # int32, epochs of cooldown left
+    count: jax.Array  # int32, number of values observed
+    factor: jax.Array  # float32
+    patience: jax.Array  # int32
+    min_delta: jax.Array  # float32
+    cooldown: jax.Array  # int32
+    min_lr: jax.Array  # float32
+    learning_rate: jax.Array  # float32, the rate that `scale` multiplies
+    sign: jax.Array  # float32, +1 for "min", -1 for "max"
+
+
+def _hyperparameters(factor, patience, min_delta, cooldown, min_lr, learning_rate, sign):
+    return {
+        "factor": jnp.asarray(factor, jnp.float32),
+        "patience": jnp.asarray(patience, jnp.int32),
+        "min_delta": jnp.asarray(min_delta, jnp.float32),
+        "cooldown": jnp.asarray(cooldown, jnp.int32),
+        "min_lr": jnp.asarray(min_lr, jnp.float32),
+        "learning_rate": jnp.asarray(learning_rate, jnp.float32),
+        "sign": jnp.asarray(sign, jnp.float32),
+    }
+
+
+def _advance(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
+    """One epoch of Keras's ``ReduceLROnPlateau.on_epoch_end``."""
+    value = jnp.asarray(value, jnp.float32)
+    # Keras decrements the cooldown *before* testing the wait, so a cooldown of c
+    # silences only c - 1 epochs of counting.
+    in_cooldown = state.cooldown_counter > 0
+    cooldown_counter = jnp.where(in_cooldown, state.cooldown_counter - 1, state.cooldown_counter)
+    wait = jnp.where(in_cooldown, 0, state.wait)
+
+    # Keras starts from best = None: the first value always improves.
+    improved = (state.count == 0) | _improves(state.sign, value, state.min_delta, state.best)
+    best = jnp.where(improved, value, state.best)
+    counting = ~improved & (cooldown_counter == 0)
+    wait = jnp.where(improved, 0, jnp.where(counting, wait + 1, wait))
+
+    # Keras compares the rate itself with min_lr; dividing once by the base rate
+    # makes the clamped scale equal min_scale exactly, so that at the floor nothing
+    # happens (and, as in Keras, wait is not reset).
+    min_scale = state.min_lr / state.learning_rate
+    reduce = counting & (wait >= state.patience) & (state.scale > min_scale)
+    scale = jnp.where(reduce, jnp.maximum(state.scale * state.factor, min_scale), state.scale)
+    return state._replace(
+        scale=scale,
+        best=best,
+        wait=jnp.where(reduce, 0, wait).astype(jnp.int32),
+        cooldown_counter=jnp.where(reduce, state.cooldown, cooldown_counter).astype(jnp.int32),
+        count=optax.safe_increment(state.count),
+    )
+
+
+def reduce_on_plateau(
+    factor: float = 0.1,
+    patience: int = 10,
+    min_delta: float = 1e-4,
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+    mode: str = "min",
+    learning_rate: float = 1.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Performance scheduling: multiply the updates by ``scale``, cut on a plateau.
+
+    Once per epoch the monitored value :math:`v` advances the state (Keras 3's
+    ``ReduceLROnPlateau.on_epoch_end``; "min" mode shown, "max" flips the test):
+
+    .. code-block:: text
+
+        if cooldown_counter > 0: cooldown_counter -= 1; wait = 0
+        if first value or v + min_delta < best: best = v; wait = 0
+        elif cooldown_counter == 0:
+            wait += 1
+            if wait >= patience and lr > min_lr:
+                lr = max(lr * factor, min_lr); cooldown_counter = cooldown; wait = 0
+
+    with :math:`lr = \text{learning\_rate} \cdot \text{scale}`. The transform
+    returns :math:`\text{scale} \cdot u` for the incoming updates :math:`u`, so
+    placed right after the learning-rate scaling it multiplies the rate.
+
+    The state advances when ``update`` receives ``value=`` (then the new scale
+    already applies to that update), or when the training loop calls
+    :func:`observe` on the optimizer state between epochs (then, as with Keras, it
+    applies from the next update). Pass ``value`` once per epoch only: each value
+    counts as one epoch.
+
+    Args:
+      factor: multiplier of the rate at each reduction, in (0, 1). Default 0.1.
+      patience: epochs without improvement before a reduction, an integer in
+        [0, inf). Default 10.
+      min_delta: smallest change that counts as an improvement (absolute), in
+        [0, inf). Default 1e-4.
+      cooldown: after a reduction, ``cooldown - 1`` epochs are not counted, an
+        integer in [0, inf). Default 0.
+      min_lr: floor of ``learning_rate * scale``, in [0, inf). Default 0.0.
+      mode: ``"min"`` (a lower value is better, e.g. a loss) or ``"max"`` (e.g. an
+        accuracy). Default ``"min"``.
+      learning_rate: the rate that ``scale`` multiplies, used only to compare with
+        ``min_lr``, in (0, inf). With the default 1.0, ``min_lr`` is a minimum scale.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`ReduceOnPlateauState`.
+
+    Warning:
+      Keras's ``mode="auto"`` (inferred from the metric's name) is not offered.
+      Keras's ``cooldown=c`` silences ``c - 1`` epochs, because the counter is
+      decremented before the wait test; when the rate is already at ``min_lr``
+      nothing happens and ``wait`` keeps growing. PyTorch's ``ReduceLROnPlateau``
+      reduces when the bad-epoch count *exceeds* ``patience`` and uses a relative
+      threshold by default: Keras(p, c, d) equals PyTorch(patience=p - 1,
+      cooldown=max(c - 1, 0), threshold=d, threshold_mode="abs"). Optax's
+      ``contrib.reduce_on_plateau`` equals Keras(p, c, d) with ``patience=p,
+      cooldown=max(c - 1, 0), atol=d, rtol=0, min_scale=min_lr / learning_rate``
+      for ``d > 0``; its default relative tolerance misbehaves for negative or zero
+      values, which the absolute test here handles.
+
+    References:
+      Géron, *Hands-On Machine Learning*, ch. 11 (performance scheduling);
+      Keras ``keras.callbacks.ReduceLROnPlateau``.
+    """
+    _require("factor", factor, lambda v: 0 < v < 1, "(0, 1)")
+    _require("patience", patience, _is_count, "integers in [0, inf)")
+    _require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
+    _require("cooldown", cooldown, _is_count, "integers in [0, inf)")
+    _require("min_lr", min_lr, lambda v: v >= 0, "[0, inf)")
+    _require("learning_rate", learning_rate, lambda v: v > 0, "(0, inf)")
+    sign = _sign(mode)
+
+    def hyperparameters():
+        return _hyperparameters(factor, patience, min_delta, cooldown, min_lr, learning_rate, sign)
+
+    def init_fn(params):
+        del params
+        return ReduceOnPlateauState(
+            scale=jnp.asarray(1.0, jnp.float32),
+            best=jnp.asarray(sign * jnp.inf, jnp.float32),
+            wait=jnp.asarray(0, jnp.int32),
+            cooldown_counter=jnp.asarray(0, jnp.int32),
+            count=jnp.asarray(0, jnp.int32),
+            **hyperparameters(),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del params, extra_args
+        # Refreshing the stored hyperparameters lets `optax.inject_hyperparams`
+        # change them during training while `observe` still needs only the state.
+        state = state._replace(**hyperparameters())
+        if value is not None:
+            state = _advance(state, value)
+        updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _is_plateau_state(node: Any) -> bool:
+    return isinstance(node, ReduceOnPlateauState)
+
+
+def observe(opt_state: optax.OptState, value: jax.typing.ArrayLike) -> optax.OptState:
+    """Advances every :class:`ReduceOnPlateauState` inside ``opt_state`` by one epoch.
+
+    Call it once per epoch with the monitored value (e.g. the validation loss);
+    the next update uses the new scale, as Keras's callback changes the rate at the
+    end of the epoch. Pure and jit-able; the optimizer state may be nested in any
+    way (``optax.chain``, ``inject_hyperparams``, ``multi_transform``, ...).
+
+    Args:
+      opt_state: an optimizer state (any pytree).
+      value: the monitored scalar.
+
+    Returns:
+      ``opt_state`` with each plateau state advanced; everything else untouched.
+    """
+
+    def visit(node):
+        return _advance(node, value) if _is_plateau_state(node) else node
+
+    return jax.tree.map(visit, opt_state, is_leaf=_is_plateau_state)
+
+
+def plateau_scale(opt_state: optax.OptState) -> jax.Array:
+    """Product of the ``scale`` of every :class:`ReduceOnPlateauState` in ``opt_state``.
+
+    Returns 1.0 (float32) when there is none.
+    """
+    nodes = jax.tree.leaves(opt_state, is_leaf=_is_plateau_state)
+    scales = [node.scale for node in nodes if _is_plateau_state(node)]
+    return functools.reduce(jnp.multiply, scales, jnp.asarray(1.0, jnp.float32))
+
+
+class EarlyStoppingState(NamedTuple):
+    """State of :func:`early_stopping`; every field is a scalar array."""
+
+    best: jax.Array  # float32 best value seen, +inf ("min") / -inf ("max") before any
+    best_epoch: jax.Array  # int32 epoch of `best`, -1 before any
+    wait: jax.Array  # int32
+    epoch: jax.Array  # int32, number of values observed (index of the next epoch)
+
+
+class EarlyStopping(NamedTuple):
+    """The pair of pure functions returned by :func:`early_stopping`."""
+
+    init: Callable[[], EarlyStoppingState]
+    update: Callable[
+        [EarlyStoppingState, jax.typing.ArrayLike],
+        tuple[EarlyStoppingState, jax.Array, jax.Array],
+    ]
+
+
+def early_stopping(
+    patience: int = 0,
+    min_delta: float = 0.0,
+    mode: str = "min",
+    baseline: float | None = None,
+    start_from_epoch: int = 0,
+) -> EarlyStopping:
+    r"""Early stopping as a pure state machine (Keras 3's ``EarlyStopping``).
+
+    ``update(state, value)`` is called once per epoch with the monitored value
+    and returns ``(state, improved, stop)``. For epochs ``>= start_from_epoch``
+    ("min" mode shown, "max" flips the test):
+
+    .. code-block:: text
+
+        wait += 1
+        if first monitored value or v + min_delta < best:
+            best = v; improved = True
+            if baseline is None or v + min_delta < baseline: wait = 0
+        else:
+            stop = wait >= patience and epoch > 0
+
+    Earlier epochs change nothing and return ``improved = stop = False``.
+
+    Keras's ``restore_best_weights`` belongs to the training loop: keep a copy of
+    the parameters whenever ``improved`` is True and put it back when training ends.
+
+    Args:
+      patience: epochs without improvement before stopping, an integer in [0, inf).
+        Default 0 (stop at the first epoch that does not improve).
+      min_delta: smallest change that counts as an improvement (absolute), in
+        [0, inf). Default 0.0.
+      mode: ``"min"`` or ``"max"``. Default ``"min"``.
+      baseline: if given, ``wait`` is only reset by values that also beat it, so
+        training stops after ``patience`` epochs unless the baseline is beaten.
+        Default None.
+      start_from_epoch: epochs ignored at the start (warm-up), an integer in
+        [0, inf). Default 0.
+
+    Returns:
+      An :class:`EarlyStopping` with ``init() -> EarlyStoppingState`` and
+      ``update(state, value) -> (state, improved, stop)``, both jit-able;
+      ``improved`` and ``stop`` are boolean scalar arrays.
+
+    Warning:
+      Keras's ``mode="auto"`` is not offered. Keras takes ``abs(min_delta)``; here a
+      negative ``min_delta`` is rejected.
+
+    References:
+      Prechelt, "Early Stopping - But When?", 1998; Keras
+      ``keras.callbacks.EarlyStopping``.
+    """
+    _require("patience", patience, _is_count, "integers in [0, inf)")
+    _require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
+    _require("start_from_epoch", start_from_epoch, _is_count, "integers in [0, inf)")
+    if baseline is not None:
+        _require("baseline", baseline, lambda v: v == v, "any number but NaN")
+    sign = _sign(mode)
+
+    def init() -> EarlyStoppingState:
+        return EarlyStoppingState(
+            best=jnp.asarray(sign * jnp.inf, jnp.float32),
+            best_epoch=jnp.asarray(-1, jnp.int32),
+            wait=jnp.asarray(0, jnp.int32),
+            epoch=jnp.asarray(0, jnp.int32),
+        )
+
+    def update(state: EarlyStoppingState, value):
+        value = jnp.asarray(value, jnp.float32)
+        epoch = state.epoch
+        monitored = epoch >= start_from_epoch
+        # Keras starts from best = None: the first monitored value always improves.
+        first = state.best_epoch < 0
+        improved = monitored & (first | _improves(sign, value, min_delta, state.best))
+        beats_baseline = True if baseline is None else _improves(sign, value, min_delta, baseline)
+        wait = jnp.where(monitored, state.wait + 1, state.wait)
+        wait = jnp.where(improved & beats_baseline, 0, wait)
+        stop = monitored & ~improved & (wait >= patience) & (epoch > 0)
+        new_state = EarlyStoppingState(
+            best=jnp.where(improved, value, state.best),
+            best_epoch=jnp.where(improved, epoch, state.best_epoch).astype(jnp.int32),
+            wait=wait.astype(jnp.int32),
+            epoch=optax.safe_increment(epoch),
+        )
+        return new_state, improved, stop
+
+    return EarlyStopping(init, update)

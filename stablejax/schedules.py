@@ -1,0 +1,407 @@
+"""Learning-rate schedules: plain functions ``step -> value``.
+
+Every schedule here takes the 0-based index of the optimizer update (the count
+that ``optax.scale_by_schedule`` and ``optax.inject_hyperparams`` pass, and
+Keras's ``optimizer.iterations``), works on Python ints and on (traced) JAX
+integer arrays of any shape, and returns an array of JAX's default float dtype
+(float32, or float64 under ``jax_enable_x64``). They plug into Optax anywhere a
+``Schedule`` is accepted, e.g. ``optax.sgd(learning_rate=power_decay(0.01, 1e4))``.
+
+Schedules count optimizer *steps* (batches), as Keras 3, Optax and PyTorch's
+``LambdaLR`` stepped per batch do. :func:`per_epoch` turns a function of the epoch
+(the form used with Keras's ``LearningRateScheduler`` callback) into one.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
+
+
+def _require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
+    """Raises ``ValueError`` if a concrete scalar ``value`` fails ``ok``.
+
+    JAX arrays and tracers are not checked: they may be abstract, and a schedule
+    built from traced values must still build.
+    """
+    if isinstance(value, numbers.Real) and not ok(value):
+        raise ValueError(f"{name}={value!r} is outside the accepted range {accepted}")
+
+
+def _require_int(name: str, value, low: int) -> None:
+    if isinstance(value, numbers.Real) and not (float(value).is_integer() and value >= low):
+        raise ValueError(f"{name}={value!r} must be an integer in [{low}, inf)")
+
+
+def _as_float(step: jax.typing.ArrayLike) -> jax.Array:
+    return jnp.asarray(step, dtype=jnp.result_type(float))
+
+
+def power_decay(
+    lr0: float,
+    s: float,
+    c: float = 1.0,
+    staircase: bool = False,
+    rate: float = 1.0,
+) -> Schedule:
+    r"""Power (inverse-time) scheduling.
+
+    .. math::
+        \eta(t) = \frac{\eta_0}{(1 + r\,p)^c},\qquad
+        p = t / s \quad(\text{or } \lfloor t / s \rfloor \text{ with ``staircase``})
+
+    With the defaults (``c=1.0``, ``rate=1.0``, ``staircase=False``) this is the
+    notes' law :math:`\eta_0 / (1 + t/s)`: the rate is divided by 2 after ``s``
+    steps, by 3 after ``2s`` steps, and so on.
+
+    Args:
+      lr0: initial learning rate :math:`\eta_0`, in (0, inf).
+      s: number of steps per unit of ``p``, in (0, inf).
+      c: power, in (0, inf). Default 1.0.
+      staircase: if True, ``p`` is floored so the rate changes every ``s`` steps.
+        Default False.
+      rate: multiplier :math:`r` of ``p``, in (0, inf). Default 1.0.
+
+    Returns:
+      A schedule ``step -> learning rate``.
+
+    Warning:
+      Keras 3 ``InverseTimeDecay(lr0, decay_steps=T, decay_rate=r, staircase)``
+      computes :math:`\eta_0 / (1 + r\,\lfloor t/T \rfloor)` (floor only with
+      ``staircase``); it equals ``power_decay(lr0, s=T, rate=r, staircase=...)``.
+      Without staircase it also equals ``power_decay(lr0, s=T / r)``, but with
+      staircase it does not (the floor is taken over ``T`` steps, not ``T / r``).
+      Keras 2's optimizer argument ``decay=d`` is ``power_decay(lr0, s=1 / d)``.
+      Optax has no such schedule; PyTorch has it only inside ``Adagrad(lr_decay=)``
+      or written with ``LambdaLR``.
+
+    References:
+      Géron, *Hands-On Machine Learning*, ch. 11 (power scheduling);
+      Darken, Chang & Moody, "Learning rate schedules for faster stochastic
+      gradient search", 1992.
+    """
+    _require("lr0", lr0, lambda v: v > 0, "(0, inf)")
+    _require("s", s, lambda v: v > 0, "(0, inf)")
+    _require("c", c, lambda v: v > 0, "(0, inf)")
+    _require("rate", rate, lambda v: v > 0, "(0, inf)")
+    exact_inverse = isinstance(c, numbers.Real) and c == 1
+
+    def schedule(step):
+        p = _as_float(step) / s
+        if staircase:
+            p = jnp.floor(p)
+        denominator = 1.0 + rate * p
+        if not exact_inverse:
+            denominator = denominator**c
+        return lr0 / denominator
+
+    return schedule
+
+
+def exponential_decay(
+    lr0: float,
+    s: float,
+    rate: float = 0.1,
+    staircase: bool = False,
+) -> Schedule:
+    r"""Exponential scheduling.
+
+    .. math::
+        \eta(t) = \eta_0 \, r^{p},\qquad
+        p = t / s \quad(\text{or } \lfloor t / s \rfloor \text{ with ``staircase``})
+
+    With the default ``rate=0.1`` the rate drops tenfold every ``s`` steps, the
+    notes' :math:`\eta_0 \cdot 0.1^{t/s}`.
+
+    Args:
+      lr0: initial learning rate :math:`\eta_0`, in (0, inf).
+      s: steps per factor of ``rate``, in (0, inf).
+      rate: decay rate :math:`r`, in (0, inf); a rate above 1 makes the value
+        *grow*. Default 0.1.
+      staircase: if True, ``p`` is floored so the rate changes every ``s`` steps.
+        Default False.
+
+    Returns:
+      A schedule ``step -> learning rate``.
+
+    Note:
+      The same numbers as Keras 3 ``ExponentialDecay(lr0, decay_steps=s,
+      decay_rate=rate, staircase=...)`` and ``optax.exponential_decay(lr0, s, rate,
+      staircase=...)``. The notes apply the law per *epoch*; per step that is
+      ``exponential_decay(lr0, s * steps_per_epoch)``, or use :func:`per_epoch`.
+
+    References:
+      Géron, *Hands-On Machine Learning*, ch. 11 (exponential scheduling).
+    """
+    _require("lr0", lr0, lambda v: v > 0, "(0, inf)")
+    _require("s", s, lambda v: v > 0, "(0, inf)")
+    _require("rate", rate, lambda v: v > 0, "(0, inf)")
+
+    def schedule(step):
+        p = _as_float(step) / s
+        if staircase:
+            p = jnp.floor(p)
+        return lr0 * jnp.power(rate, p)
+
+    return schedule
+
+
+def piecewise_constant(
+    boundaries: Sequence[float],
+    values: Sequence[float],
+    inclusive: str = "right",
+) -> Schedule:
+    r"""Piecewise-constant scheduling.
+
+    With ``inclusive="right"`` (the default, Keras's convention):
+
+    .. math::
+        \eta(t) = v_i \quad\text{for}\quad b_{i-1} < t \le b_i,
+
+    with :math:`b_{-1} = -\infty` and :math:`b_n = +\infty`, so the value switches
+    on the step *after* each boundary. With ``inclusive="left"``:
+
+    .. math::
+        \eta(t) = v_i \quad\text{for}\quad b_{i-1} \le t < b_i,
+
+    so the value switches *at* each boundary.
+
+    Args:
+      boundaries: strictly increasing steps at which the value changes.
+      values: the ``len(boundaries) + 1`` values.
+      inclusive: ``"right"`` (Keras) or ``"left"`` (Optax, PyTorch, the notes).
+        Default ``"right"``.
+
+    Returns:
+      A schedule ``step -> value``.
+
+    Warning:
+      Keras 3 ``PiecewiseConstantDecay(boundaries, values)`` is right-inclusive:
+      ``[2, 5], [1, 0.5, 0.1]`` gives ``1, 1, 1, 0.5, 0.5, 0.5, 0.1`` for steps
+      0..6. ``optax.piecewise_constant_schedule`` (which takes multiplicative
+      scales, not values), PyTorch ``MultiStepLR`` and an epoch function written
+      ``if epoch < 5: ...`` switch at ``step >= b``, one step earlier: use
+      ``inclusive="left"`` for those.
+
+    References:
+      Géron, *Hands-On Machine Learning*, ch. 11 (piecewise constant scheduling).
+    """
+    if inclusive not in ("right", "left"):
+        raise ValueError(f"inclusive={inclusive!r} must be one of 'right', 'left'")
+    boundaries = list(boundaries)
+    values = list(values)
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(
+            f"values={values!r} has {len(values)} entries but must have "
+            f"len(boundaries) + 1 = {len(boundaries) + 1}"
+        )
+    if any(not b1 > b0 for b0, b1 in zip(boundaries[:-1], boundaries[1:], strict=True)):
+        raise ValueError(f"boundaries={boundaries!r} must be strictly increasing")
+    side = "left" if inclusive == "right" else "right"
+
+    def schedule(step):
+        float_dtype = jnp.result_type(float)
+        # searchsorted counts the boundaries below the step (side="left": b < t,
+        # so the step equal to a boundary keeps the previous value).
+        index = jnp.searchsorted(
+            jnp.asarray(boundaries, float_dtype), _as_float(step), side=side
+        )
+        return jnp.asarray(values, float_dtype)[index]
+
+    return schedule
+
+
+def per_epoch(
+    schedule: Callable[[int], float],
+    steps_per_epoch: int,
+    num_epochs: int,
+) -> Schedule:
+    r"""Runs a function of the epoch as a per-step schedule.
+
+    .. math::
+        \eta(t) = f\big(\min(\lfloor t / \text{steps\_per\_epoch} \rfloor,\;
+        \text{num\_epochs} - 1)\big)
+
+    ``schedule`` is called once per epoch ``0 .. num_epochs - 1`` with a Python
+    ``int`` when ``per_epoch`` is built, and the results are stored in a table that
+    the returned schedule indexes. Any epoch function therefore works, including
+    ones with Python ``if`` branches, ``math`` calls or ``0.1 ** (epoch / s)``, and
+    the values are those Keras's ``LearningRateScheduler(schedule)`` sets at the
+    start of each epoch. Steps beyond the last epoch keep the last epoch's value.
+
+    Args:
+      schedule: ``epoch -> learning rate``, with ``epoch`` a 0-based Python int.
+      steps_per_epoch: optimizer updates per epoch (number of batches), an
+        integer in [1, inf).
+      num_epochs: number of epochs to tabulate, an integer in [1, inf); use the
+        number of epochs you train for.
+
+    Returns:
+      A jit-safe schedule ``step -> learning rate``.
+
+    Warning:
+      Keras's ``LearningRateScheduler`` also accepts ``schedule(epoch, lr)``; here
+      the function must take the epoch only. Because the epoch is derived from the
+      optimizer's step count, which is saved with the optimizer state, training
+      resumed from a checkpoint continues at the right epoch without Keras's
+      ``initial_epoch``.
+    """
+    _require_int("steps_per_epoch", steps_per_epoch, 1)
+    _require_int("num_epochs", num_epochs, 1)
+    steps_per_epoch = int(steps_per_epoch)
+    table = np.asarray([float(schedule(epoch)) for epoch in range(int(num_epochs))])
+
+    def step_schedule(step):
+        epoch = jnp.asarray(step) // steps_per_epoch
+        epoch = jnp.clip(epoch, 0, len(table) - 1).astype(jnp.int32)
+        return jnp.asarray(table, jnp.result_type(float))[epoch]
+
+    return step_schedule
+
+
+def _interpolate(start, end, fraction, anneal_strategy):
+    if anneal_strategy == "cos":
+        return end + (start - end) / 2.0 * (1.0 + jnp.cos(math.pi * fraction))
+    return start + (end - start) * fraction
+
+
+def one_cycle(
+    max_lr: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    anneal_strategy: str = "cos",
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
+    r"""1cycle scheduling: a warm-up to ``max_lr``, then an anneal far below the start.
+
+    With :math:`\eta_0 = \text{max\_lr} / \text{div\_factor}`,
+    :math:`\eta_{end} = \eta_0 / \text{final\_div\_factor}` and
+    :math:`w = \lfloor \text{pct\_start} \cdot T \rfloor`:
+
+    .. math::
+        \eta(t) = \begin{cases}
+          I(\eta_0, \text{max\_lr}, t / w) & t < w \\
+          I(\text{max\_lr}, \eta_{end}, (t - w) / (T - w)) & w \le t < T \\
+          \eta_{end} & t \ge T
+        \end{cases}
+
+    where :math:`I(a, b, x) = b + (a - b)(1 + \cos \pi x)/2` for ``"cos"`` and
+    :math:`a + (b - a)x` for ``"linear"``.
+
+    Args:
+      max_lr: peak learning rate, in (0, inf).
+      total_steps: length :math:`T` of the cycle in steps, an integer in [1, inf).
+      pct_start: fraction of the cycle spent rising, in (0, 1). Default 0.3.
+      anneal_strategy: ``"cos"`` or ``"linear"``. Default ``"cos"``.
+      div_factor: ``max_lr / div_factor`` is the starting value, in (0, inf).
+        Default 25.0.
+      final_div_factor: the final value is the starting value divided by this,
+        in (0, inf). Default 1e4.
+
+    Returns:
+      A schedule ``step -> learning rate``.
+
+    Warning:
+      The ``"cos"`` schedule equals ``optax.cosine_onecycle_schedule(T, max_lr,
+      pct_start, div_factor, final_div_factor)``: the peak is at step ``w`` and the
+      final value at step ``T``. PyTorch's ``OneCycleLR`` places them one step
+      earlier (peak at ``pct_start * T - 1``, final value at ``T - 1``).
+      ``optax.linear_onecycle_schedule`` is a different, three-phase schedule.
+      Keras has no 1cycle schedule. Smith also cycles the momentum inversely;
+      that is not done here.
+
+    References:
+      Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks
+      Using Large Learning Rates", 2017 (arXiv:1708.07120).
+    """
+    _require("max_lr", max_lr, lambda v: v > 0, "(0, inf)")
+    _require_int("total_steps", total_steps, 1)
+    _require("pct_start", pct_start, lambda v: 0 < v < 1, "(0, 1)")
+    _require("div_factor", div_factor, lambda v: v > 0, "(0, inf)")
+    _require("final_div_factor", final_div_factor, lambda v: v > 0, "(0, inf)")
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(f"anneal_strategy={anneal_strategy!r} must be one of 'cos', 'linear'")
+    total_steps = int(total_steps)
+    rise_steps = int(pct_start * total_steps)
+    initial_lr = max_lr / div_factor
+    final_lr = initial_lr / final_div_factor
+
+    def schedule(step):
+        t = _as_float(step)
+        rising = _interpolate(initial_lr, max_lr, t / max(rise_steps, 1), anneal_strategy)
+        fall_fraction = (t - rise_steps) / max(total_steps - rise_steps, 1)
+        falling = _interpolate(max_lr, final_lr, fall_fraction, anneal_strategy)
+        value = jnp.where(t < total_steps, falling, final_lr)
+        return jnp.where(t < rise_steps, rising, value)
+
+    return schedule
+
+
+def warmup(
+    schedule_or_value: Schedule | float,
+    warmup_steps: int,
+    init_value: float = 0.0,
+    shift: bool = True,
+) -> Schedule:
+    r"""Linear warm-up followed by a schedule (or a constant).
+
+    With :math:`W` = ``warmup_steps`` and :math:`f` the schedule:
+
+    .. math::
+        \eta(t) = \begin{cases}
+          \text{init\_value} + (f(t_0) - \text{init\_value})\, t / W & t < W \\
+          f(t - W) \text{ if shift else } f(t) & t \ge W
+        \end{cases}
+
+    where :math:`t_0 = 0` if ``shift`` else :math:`W`, so the ramp always ends on
+    the value the schedule takes next and the curve is continuous.
+
+    Args:
+      schedule_or_value: the schedule to warm up into, or a constant rate.
+      warmup_steps: length :math:`W` of the ramp, an integer in [0, inf); 0 means
+        no warm-up.
+      init_value: rate at step 0, in [0, inf). Default 0.0.
+      shift: if True (default), the schedule starts *after* the warm-up (its step
+        0 is step ``W``), as in ``optax.warmup_cosine_decay_schedule`` and Keras
+        ``CosineDecay(warmup_steps=...)``; if False, the warm-up replaces the
+        schedule's first ``W`` steps, which keep counting underneath.
+
+    Returns:
+      A schedule ``step -> learning rate``.
+
+    References:
+      Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour",
+      2017 (gradual warm-up).
+    """
+    _require_int("warmup_steps", warmup_steps, 0)
+    _require("init_value", init_value, lambda v: v >= 0, "[0, inf)")
+    warmup_steps = int(warmup_steps)
+    if callable(schedule_or_value):
+        after = schedule_or_value
+    else:
+        _require("schedule_or_value", schedule_or_value, lambda v: v >= 0, "[0, inf)")
+        constant = schedule_or_value
+
+        def after(step):
+            return jnp.full(jnp.shape(step), constant, jnp.result_type(float))
+
+    ramp_target_step = 0 if shift else warmup_steps
+    offset = warmup_steps if shift else 0
+
+    def schedule(step):
+        t = _as_float(step)
+        target = after(ramp_target_step)
+        ramp = init_value + (target - init_value) * (t / max(warmup_steps, 1))
+        # The schedule is never evaluated at a negative step.
+        main = after(jnp.maximum(jnp.asarray(step) - offset, 0))
+        return jnp.where(t < warmup_steps, ramp, main)
+
+    return schedule
