@@ -1,0 +1,350 @@
+"""Keras 3's optimizers as Optax chains: same argument names, defaults and numbers.
+
+Each alias is a visible ``optax.chain``::
+
+    clipping  ->  scaling  ->  learning rate  ->  plateau  ->  momentum
+
+wrapped in ``optax.inject_hyperparams`` over the learning rate, so the rate each update
+used is in the state (``state.hyperparams["learning_rate"]``, or
+:func:`current_learning_rate`). ``learning_rate`` is a float or a schedule
+``step -> rate`` called with the 0-based update index, as Keras calls its schedules: the
+first update uses ``schedule(0)``.
+
+Keyword-only options shared by every alias:
+
+- ``clipvalue``, ``clipnorm``, ``global_clipnorm``: Keras's gradient clipping (at most one),
+  applied first, to the raw gradients (:mod:`stablejax.clipping`).
+- ``decay``: Keras 2's legacy inverse-time decay, ``lr_t = lr(step) / (1 + decay * step)``
+  with the same 0-based ``step``. Keras 3 accepts ``decay=`` and silently ignores it; here
+  it is honoured (parity vector V6).
+- ``plateau``: a :func:`stablejax.plateau.reduce_on_plateau` transformation, placed right
+  after the learning rate so that, as with Keras's ``ReduceLROnPlateau``, a reduced rate
+  enters the momentum of the following updates only. Feed it once per epoch with
+  :func:`stablejax.plateau.observe`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import jax
+import optax
+
+from stablejax import clipping, transforms
+from stablejax.plateau import plateau_scale
+from stablejax.transforms import _check_range
+
+
+def _clip(clipvalue, clipnorm, global_clipnorm):
+    given = {
+        name: value
+        for name, value in [
+            ("clipvalue", clipvalue),
+            ("clipnorm", clipnorm),
+            ("global_clipnorm", global_clipnorm),
+        ]
+        if value is not None
+    }
+    if len(given) > 1:
+        raise ValueError(
+            f"at most one of clipvalue, clipnorm, global_clipnorm may be set, got {given}"
+        )
+    if clipvalue is not None:
+        return clipping.clip_by_value(clipvalue)
+    if clipnorm is not None:
+        return clipping.clip_by_norm(clipnorm)
+    if global_clipnorm is not None:
+        return clipping.clip_by_global_norm(global_clipnorm)
+    return optax.identity()
+
+
+def _is_zero(value):
+    """True only for a Python or numpy zero; an array may change later (inject_hyperparams)."""
+    return isinstance(value, numbers.Real) and value == 0
+
+
+def _with_learning_rate(chain, learning_rate, decay, plateau):
+    """``optax.inject_hyperparams(chain)(learning_rate=...)``, with the legacy decay folded in.
+
+    ``chain`` maps the learning rate (a scalar) and the plateau transform to the chain.
+    """
+    if not callable(learning_rate):
+        _check_range("learning_rate", learning_rate, 0, math.inf, high_open=True)
+    _check_range("decay", decay, 0, math.inf, high_open=True)
+    rate = learning_rate
+    # An array rate or decay comes from an outer `optax.inject_hyperparams`, which calls the
+    # alias again with new values at every update; stored as a number, the rate would keep
+    # its first value in the inner state, while a schedule is re-read at every update.
+    if not _is_zero(decay) or isinstance(learning_rate, jax.Array):
+        schedule = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
+        rate = lambda step: schedule(step) / (1 + decay * step)  # Keras 2's `_decayed_lr`
+    plateau = optax.identity() if plateau is None else plateau
+    return optax.inject_hyperparams(lambda learning_rate: chain(learning_rate, plateau))(
+        learning_rate=rate
+    )
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+    """The learning rate of the alias whose state is (or is inside) ``opt_state``.
+
+    ``hyperparams["learning_rate"] * plateau_scale(opt_state)``: the scheduled (and
+    decayed) rate, times the reduction of any :func:`stablejax.plateau.reduce_on_plateau`.
+    After ``init`` it is the rate of the first update; after an update, the rate that update
+    used, with the plateau reductions observed since.
+
+    Raises:
+      ValueError: when ``opt_state`` holds no injected learning rate, or several (say two
+        aliases under ``optax.multi_transform``): pass the one sub-state then.
+    """
+    is_injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
+    found = [
+        (path, s)
+        for path, s in jax.tree_util.tree_leaves_with_path(opt_state, is_leaf=is_injected)
+        if is_injected(s) and "learning_rate" in s.hyperparams
+    ]
+    if len(found) != 1:
+        paths = [jax.tree_util.keystr(path) for path, _ in found]
+        raise ValueError(
+            f"expected one injected learning_rate in the optimizer state, found {len(found)}"
+            f" (at {paths}); pass the sub-state of one optimizer"
+        )
+    return found[0][1].hyperparams["learning_rate"] * plateau_scale(opt_state)
+
+
+def sgd(
+    learning_rate=0.01,
+    momentum=0.0,
+    nesterov=False,
+    *,
+    clipvalue=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    decay=0.0,
+    plateau=None,
+) -> optax.GradientTransformationExtraArgs:
+    """Keras's SGD, with momentum and Nesterov momentum (lr inside the velocity)::
+
+        momentum == 0: w <- w - lr_t * g
+        otherwise:     v <- momentum * v - lr_t * g
+                       w <- w + v                                (nesterov=False)
+                       w <- w + momentum * v - lr_t * g          (nesterov=True)
+
+    Args:
+      learning_rate: float >= 0 or schedule ``step -> rate``. Default 0.01.
+      momentum: in [0, 1]. Default 0.0 (plain SGD).
+      nesterov: Nesterov momentum; needs momentum > 0. Default False.
+      clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
+
+    Warning:
+      Keras keeps the learning rate inside the velocity; ``optax.sgd`` and PyTorch's SGD
+      scale the whole buffer by the current rate. The trajectories agree with a constant
+      rate (V2, V3) and differ under a schedule or ``decay`` (V5: -0.2179 here and in Keras,
+      0.2624 in Optax and PyTorch). PyTorch's default rate is 1e-3 and it has dampening,
+      which Keras has not; Optax requires the rate.
+
+    References:
+      Polyak, 1964; Sutskever et al., "On the importance of initialization and momentum in
+      deep learning", ICML 2013.
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
+    # An array momentum comes from `optax.inject_hyperparams(sgd)`: keep the transform
+    # (momentum 0 computes plain SGD) so the state's structure cannot depend on its value.
+    velocity = (
+        optax.identity()
+        if _is_zero(momentum) and not nesterov
+        else transforms.scale_by_momentum(momentum, nesterov)
+    )
+    return _with_learning_rate(
+        lambda learning_rate, plateau: optax.chain(
+            clip, optax.scale_by_learning_rate(learning_rate), plateau, velocity
+        ),
+        learning_rate, decay, plateau,
+    )
+
+
+def adagrad(
+    learning_rate=0.001,
+    initial_accumulator_value=0.1,
+    epsilon=1e-7,
+    *,
+    clipvalue=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    decay=0.0,
+    plateau=None,
+) -> optax.GradientTransformationExtraArgs:
+    """Keras's Adagrad::
+
+        a <- a + g**2                      (a_0 = initial_accumulator_value)
+        w <- w - lr_t * g / sqrt(a + epsilon)
+
+    Args:
+      learning_rate: float >= 0 or schedule. Default 0.001.
+      initial_accumulator_value: >= 0. Default 0.1.
+      epsilon: > 0, inside the square root. Default 1e-7.
+      clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
+
+    Warning:
+      ``optax.adagrad`` computes the same (V7). PyTorch defaults to lr 1e-2, accumulator 0,
+      eps 1e-10 outside the square root, and Keras 2 also put epsilon outside; PyTorch's
+      ``lr_decay`` is the ``decay`` here.
+
+    References:
+      Duchi, Hazan and Singer, JMLR 12, 2011.
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
+    scale = transforms.scale_by_adagrad(initial_accumulator_value, epsilon)
+    return _with_learning_rate(
+        lambda learning_rate, plateau: optax.chain(
+            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+        ),
+        learning_rate, decay, plateau,
+    )
+
+
+def rmsprop(
+    learning_rate=0.001,
+    rho=0.9,
+    momentum=0.0,
+    epsilon=1e-7,
+    centered=False,
+    *,
+    clipvalue=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    decay=0.0,
+    plateau=None,
+) -> optax.GradientTransformationExtraArgs:
+    """Keras's RMSprop (epsilon inside the square root, lr inside the momentum buffer)::
+
+        s <- rho * s + (1 - rho) * g**2
+        centered: m <- rho * m + (1 - rho) * g;   d = s - m**2 + epsilon
+        else:     d = s + epsilon
+        step = lr_t * g / sqrt(d)
+        momentum > 0: b <- momentum * b + step;   w <- w - b
+        else:         w <- w - step
+
+    Args:
+      learning_rate: float >= 0 or schedule. Default 0.001.
+      rho: in [0, 1]. Default 0.9.
+      momentum: in [0, 1]. Default 0.0.
+      epsilon: > 0. Default 1e-7.
+      centered: normalise by the variance rather than the mean square. Default False.
+      clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
+
+    Warning:
+      ``optax.rmsprop(eps=1e-7, ...)`` computes the same, also with centering, momentum
+      and schedules (V9, V11, V12); its default eps is 1e-8. PyTorch uses
+      ``alpha=0.99, eps=1e-8``, puts epsilon outside the square root (V10) and the learning
+      rate outside the momentum buffer (V12); Keras 2 put epsilon outside without momentum.
+
+    References:
+      Tieleman and Hinton, Lecture 6.5, 2012; Graves, arXiv:1308.0850, 2013 (centered).
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
+    scale = transforms.scale_by_rmsprop(rho, epsilon, centered)
+    # Same reason as in `sgd` for keeping the momentum transform when momentum is an array.
+    velocity = (
+        optax.identity() if _is_zero(momentum) else transforms.scale_by_momentum(momentum)
+    )
+    return _with_learning_rate(
+        lambda learning_rate, plateau: optax.chain(
+            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau, velocity
+        ),
+        learning_rate, decay, plateau,
+    )
+
+
+def adam(
+    learning_rate=0.001,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    amsgrad=False,
+    *,
+    clipvalue=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    decay=0.0,
+    plateau=None,
+) -> optax.GradientTransformationExtraArgs:
+    """Keras's Adam, with its "epsilon hat"::
+
+        m <- m + (g - m) * (1 - beta_1);   v <- v + (g**2 - v) * (1 - beta_2)
+        amsgrad: v_max <- max(v_max, v) replaces v below
+        w <- w - lr_t * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon)
+
+    Args:
+      learning_rate: float >= 0 or schedule. Default 0.001.
+      beta_1: in [0, 1). Default 0.9.
+      beta_2: in [0, 1). Default 0.999.
+      epsilon: > 0. Default 1e-7.
+      amsgrad: AMSGrad's running maximum of v. Default False.
+      clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
+
+    Warning:
+      Keras adds epsilon before the bias correction; ``optax.adam`` and PyTorch add it to
+      ``sqrt(v_hat)`` with eps 1e-8. No constant maps one onto the other: with the defaults
+      they differ by ~1e-6 relative (V13), with a large epsilon by much more (V14).
+
+    References:
+      Kingma and Ba, ICLR 2015, arXiv:1412.6980; Reddi, Kale and Kumar, ICLR 2018.
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
+    scale = transforms.scale_by_adam(beta_1, beta_2, epsilon, amsgrad)
+    return _with_learning_rate(
+        lambda learning_rate, plateau: optax.chain(
+            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+        ),
+        learning_rate, decay, plateau,
+    )
+
+
+def nadam(
+    learning_rate=0.001,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    momentum_decay=1.0,
+    *,
+    clipvalue=None,
+    clipnorm=None,
+    global_clipnorm=None,
+    decay=0.0,
+    plateau=None,
+) -> optax.GradientTransformationExtraArgs:
+    """Keras's Nadam, with Dozat's momentum schedule ``mu_t = beta_1 (1 - 0.5 * 0.96**(psi t))``::
+
+        m <- beta_1 m + (1 - beta_1) g;   v <- beta_2 v + (1 - beta_2) g**2
+        m_hat = mu_{t+1} m / (1 - mu_1...mu_{t+1}) + (1 - mu_t) g / (1 - mu_1...mu_t)
+        w <- w - lr_t * m_hat / (sqrt(v / (1 - beta_2**t)) + epsilon)
+
+    Args:
+      learning_rate: float >= 0 or schedule. Default 0.001.
+      beta_1: in [0, 1). Default 0.9.
+      beta_2: in [0, 1). Default 0.999.
+      epsilon: > 0. Default 1e-7.
+      momentum_decay: ``psi``, in [0, inf]. Default 1.0 (Keras 3). 0.004 is Keras 2's
+        legacy Nadam, PyTorch's ``NAdam`` and Dozat's paper; ``math.inf`` is
+        ``optax.nadam`` (no schedule).
+      clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
+
+    Warning:
+      Keras 3 uses ``0.96**t``; Keras 2 and PyTorch ``0.96**(0.004 t)`` (V15 vs V15b/V16);
+      ``optax.nadam`` keeps ``mu_t = beta_1`` (V15, optax column). PyTorch's defaults are
+      lr 2e-3 and eps 1e-8. Keras 2's legacy Nadam took ``schedule_decay`` (= psi), which
+      it passed on as ``decay`` without ever decaying the learning rate: pass it as
+      ``momentum_decay`` here, not as ``decay``.
+
+    References:
+      Dozat, "Incorporating Nesterov momentum into Adam", ICLR 2016 workshop.
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
+    scale = transforms.scale_by_nadam(beta_1, beta_2, epsilon, momentum_decay)
+    return _with_learning_rate(
+        lambda learning_rate, plateau: optax.chain(
+            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+        ),
+        learning_rate, decay, plateau,
+    )

@@ -1,0 +1,147 @@
+"""Clipping against parity_spec section 4, Optax and closed forms; the non-finite guard."""
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+
+from stablejax import clipping, transforms
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+# parity_spec section 4: g1 = [3, 4], g2 = [12], global norm 13.
+GRADS = {"g1": jnp.array([3.0, 4.0]), "g2": jnp.array([12.0])}
+
+
+@pytest.mark.parametrize(
+    "tx, g1, g2",
+    [
+        (clipping.clip_by_norm(1.0), [0.6, 0.8], [1.0]),
+        (clipping.clip_by_global_norm(1.0), [0.23076925, 0.30769232], [0.92307699]),
+        (clipping.clip_by_value(3.5), [3.0, 3.5], [3.5]),
+        (clipping.clip_by_norm(20.0), [3.0, 4.0], [12.0]),
+    ],
+    ids=["clipnorm=1", "global_clipnorm=1", "clipvalue=3.5", "clipnorm=20"],
+)
+def test_keras_table(tx, g1, g2):
+    clipped, _ = tx.update(GRADS, tx.init(GRADS))
+    np.testing.assert_allclose(clipped["g1"], g1, rtol=1e-6)
+    np.testing.assert_allclose(clipped["g2"], g2, rtol=1e-6)
+
+
+@st.composite
+def trees(draw):
+    """A dict of arrays (a nested list included) with random values and scale."""
+    shapes = draw(st.sampled_from([[(3,)], [(2, 3), (), (4,)], [(1,), (3, 1)]]))
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    leaves = [np.asarray(rng.normal(size=s) * scale) for s in shapes]
+    return {"first": leaves[0], "rest": leaves[1:]}
+
+
+def global_norm(tree):
+    return np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(tree)))
+
+
+@SETTINGS
+@given(tree=trees(), fraction=st.floats(0.01, 1.0))
+def test_global_norm_is_optax_above_the_threshold(tree, fraction):
+    c = fraction * global_norm(tree)
+    with jax.enable_x64(True):
+        ours, _ = clipping.clip_by_global_norm(c).update(tree, optax.EmptyState())
+        theirs, _ = optax.clip_by_global_norm(c).update(tree, optax.EmptyState())
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), ours, theirs)
+        assert global_norm(ours) == pytest.approx(c, rel=1e-12)
+
+
+@SETTINGS
+@given(tree=trees(), factor=st.floats(1.0, 100.0))
+def test_global_norm_below_the_threshold_leaves_the_gradients(tree, factor):
+    with jax.enable_x64(True):
+        ours, _ = clipping.clip_by_global_norm(factor * global_norm(tree)).update(
+            tree, optax.EmptyState()
+        )
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-15), ours, tree)
+
+
+@SETTINGS
+@given(tree=trees(), c=st.floats(1e-4, 1e4))
+def test_per_tensor_norm_closed_form(tree, c):
+    # Each tensor keeps its direction and ends with norm min(||g||, c).
+    with jax.enable_x64(True):
+        ours, _ = clipping.clip_by_norm(c).update(tree, optax.EmptyState())
+    for g, clipped in zip(jax.tree.leaves(tree), jax.tree.leaves(ours), strict=True):
+        norm = np.linalg.norm(g)
+        np.testing.assert_allclose(np.linalg.norm(clipped), min(norm, c), rtol=1e-12)
+        np.testing.assert_allclose(clipped, g * (min(norm, c) / norm), rtol=1e-12)
+
+
+@SETTINGS
+@given(tree=trees(), c=st.floats(1e-4, 1e4))
+def test_clip_by_value_is_optax_clip(tree, c):
+    with jax.enable_x64(True):
+        ours, _ = clipping.clip_by_value(c).update(tree, optax.EmptyState())
+        theirs, _ = optax.clip(c).update(tree, optax.EmptyState())
+        jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_zero_gradients_stay_zero():
+    zeros = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
+    for tx in (clipping.clip_by_norm(1.0), clipping.clip_by_global_norm(1.0)):
+        clipped, _ = tx.update(zeros, tx.init(zeros))
+        jax.tree.map(np.testing.assert_array_equal, clipped, zeros)
+
+
+def test_a_nonfinite_global_norm_poisons_every_gradient():
+    # Keras: scale = c * min(1/n, 1/c) + (n - n), NaN when n is not finite.
+    grads = {"a": jnp.array([1.0, jnp.inf]), "b": jnp.array([2.0])}
+    clipped, _ = clipping.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    assert all(bool(jnp.all(jnp.isnan(x))) for x in jax.tree.leaves(clipped))
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [clipping.clip_by_value(0.1), clipping.clip_by_norm(0.1), clipping.clip_by_global_norm(0.1)],
+    ids=["value", "norm", "global_norm"],
+)
+def test_bfloat16_gradients_stay_bfloat16(tx):
+    grads = {"a": jnp.arange(4.0, dtype=jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
+    clipped, _ = tx.update(grads, tx.init(grads))
+    assert clipped["a"].dtype == jnp.bfloat16 and clipped["b"].dtype == jnp.float32
+
+
+def test_skip_nonfinite_skips_and_counts():
+    inner = optax.chain(transforms.scale_by_adam(), optax.scale(-0.1))
+    tx = jax.jit(clipping.skip_nonfinite(inner).update)
+    reference = inner
+    w = jnp.array([1.0, -2.0])
+    state, ref_state = clipping.skip_nonfinite(inner).init(w), reference.init(w)
+    finite, bad = jnp.array([0.5, 1.0]), jnp.array([0.5, jnp.nan])
+    sequence = [finite, bad, bad, finite, jnp.array([jnp.inf, 0.0]), finite]
+    expected_counts = [(0, 0), (1, 1), (2, 2), (2, 0), (3, 1), (3, 0)]
+    for g, (skipped, consecutive) in zip(sequence, expected_counts, strict=True):
+        updates, state = tx(g, state)
+        if bool(jnp.all(jnp.isfinite(g))):
+            ref_updates, ref_state = reference.update(g, ref_state)
+            np.testing.assert_allclose(updates, ref_updates, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(updates, jnp.zeros(2))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+                     state.inner_state, ref_state)
+        assert (int(state.skipped), int(state.consecutive)) == (skipped, consecutive)
+
+
+def test_skip_nonfinite_never_gives_up_unlike_apply_if_finite():
+    inner = optax.sgd(0.1)
+    w = jnp.ones(2)
+    bad = jnp.array([jnp.nan, 1.0])
+    ours, theirs = clipping.skip_nonfinite(inner), optax.apply_if_finite(inner, 2)
+    ours_state, theirs_state = ours.init(w), theirs.init(w)
+    for _ in range(4):
+        ours_updates, ours_state = ours.update(bad, ours_state)
+        theirs_updates, theirs_state = theirs.update(bad, theirs_state)
+    np.testing.assert_array_equal(ours_updates, jnp.zeros(2))
+    assert bool(jnp.isnan(theirs_updates[0]))
