@@ -16,6 +16,14 @@ import optax
 
 from stablejax.transforms import _check_range
 
+__all__ = [
+    "SkipNonfiniteState",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "clip_by_value",
+    "skip_nonfinite",
+]
+
 
 def _check_threshold(name, value):
     _check_range(name, value, 0, math.inf, low_open=True, high_open=True)

@@ -35,6 +35,8 @@ from stablejax import clipping, transforms
 from stablejax.plateau import plateau_scale
 from stablejax.transforms import _check_range
 
+__all__ = ["adagrad", "adam", "current_learning_rate", "nadam", "rmsprop", "sgd"]
+
 
 def _clip(clipvalue, clipnorm, global_clipnorm):
     given = {
@@ -57,6 +59,20 @@ def _clip(clipvalue, clipnorm, global_clipnorm):
     if global_clipnorm is not None:
         return clipping.clip_by_global_norm(global_clipnorm)
     return optax.identity()
+
+
+def _scale_by_learning_rate(learning_rate):
+    """``u -> -learning_rate * u`` in each update's own dtype.
+
+    ``optax.scale_by_learning_rate`` would promote bfloat16 updates to the float32 of the
+    injected rate when the parameters mix the two dtypes.
+    """
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: (-learning_rate * u).astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def _is_zero(value):
@@ -157,7 +173,7 @@ def sgd(
     )
     return _with_learning_rate(
         lambda learning_rate, plateau: optax.chain(
-            clip, optax.scale_by_learning_rate(learning_rate), plateau, velocity
+            clip, _scale_by_learning_rate(learning_rate), plateau, velocity
         ),
         learning_rate, decay, plateau,
     )
@@ -197,7 +213,7 @@ def adagrad(
     scale = transforms.scale_by_adagrad(initial_accumulator_value, epsilon)
     return _with_learning_rate(
         lambda learning_rate, plateau: optax.chain(
-            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+            clip, scale, _scale_by_learning_rate(learning_rate), plateau
         ),
         learning_rate, decay, plateau,
     )
@@ -250,7 +266,7 @@ def rmsprop(
     )
     return _with_learning_rate(
         lambda learning_rate, plateau: optax.chain(
-            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau, velocity
+            clip, scale, _scale_by_learning_rate(learning_rate), plateau, velocity
         ),
         learning_rate, decay, plateau,
     )
@@ -295,7 +311,7 @@ def adam(
     scale = transforms.scale_by_adam(beta_1, beta_2, epsilon, amsgrad)
     return _with_learning_rate(
         lambda learning_rate, plateau: optax.chain(
-            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+            clip, scale, _scale_by_learning_rate(learning_rate), plateau
         ),
         learning_rate, decay, plateau,
     )
@@ -344,7 +360,7 @@ def nadam(
     scale = transforms.scale_by_nadam(beta_1, beta_2, epsilon, momentum_decay)
     return _with_learning_rate(
         lambda learning_rate, plateau: optax.chain(
-            clip, scale, optax.scale_by_learning_rate(learning_rate), plateau
+            clip, scale, _scale_by_learning_rate(learning_rate), plateau
         ),
         learning_rate, decay, plateau,
     )

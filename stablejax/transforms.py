@@ -22,6 +22,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+__all__ = [
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByMomentumState",
+    "ScaleByNadamState",
+    "ScaleByRmspropState",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_momentum",
+    "scale_by_nadam",
+    "scale_by_rmsprop",
+]
+
 
 def _check_range(name, value, low, high, *, low_open=False, high_open=False):
     """Raises ``ValueError`` unless ``value`` lies in the interval from ``low`` to ``high``.
@@ -64,7 +77,7 @@ def _check_same_tree(updates, state_tree, where):
 
 def _scalar_dtype(tree):
     """float32, or float64 when a leaf is float64: the dtype of the per-step scalars."""
-    return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in jax.tree.leaves(tree)))
+    return jnp.result_type(jnp.float32, *jax.tree.leaves(tree))
 
 
 def _zeros_like(tree):

@@ -217,6 +217,18 @@ def test_clipping_options_match_keras(option, expected):
     np.testing.assert_allclose(-updates["b"], expected[1], rtol=TIGHT)
 
 
+@pytest.mark.parametrize(
+    "alias",
+    [optimizers.sgd, optimizers.adagrad, optimizers.rmsprop, optimizers.adam, optimizers.nadam],
+)
+def test_updates_keep_each_dtype_of_a_mixed_tree(alias):
+    params = {"kernel": jnp.ones((2, 2), jnp.bfloat16), "scale": jnp.ones(2, jnp.float32)}
+    tx = alias(0.1)
+    updates, state = tx.update(params, tx.init(params), params)
+    assert updates["kernel"].dtype == jnp.bfloat16 and updates["scale"].dtype == jnp.float32
+    assert state.hyperparams["learning_rate"].dtype == jnp.float32
+
+
 def test_schedule_gets_the_zero_based_step_and_the_state_records_the_rate():
     tx = optimizers.adam(lambda s: 0.1 * (s + 1))
     w = jnp.asarray(W0, jnp.float32)
