@@ -18,6 +18,7 @@ from stablejax.transforms import _check_range
 
 __all__ = [
     "SkipNonfiniteState",
+    "all_finite",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
@@ -123,6 +124,12 @@ def clip_by_global_norm(global_clipnorm) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def all_finite(tree) -> jax.Array:
+    """True (a boolean scalar array) when no leaf of ``tree`` holds a NaN or an infinity."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
 class SkipNonfiniteState(NamedTuple):
     """State of :func:`skip_nonfinite`."""
 
@@ -158,7 +165,7 @@ def skip_nonfinite(inner) -> optax.GradientTransformationExtraArgs:
         return SkipNonfiniteState(inner.init(params), skipped=zero, consecutive=zero)
 
     def update_fn(updates, state, params=None, **extra_args):
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(updates)]))
+        finite = all_finite(updates)
         new_updates, inner_state = jax.lax.cond(
             finite,
             lambda: inner.update(updates, state.inner_state, params, **extra_args),

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from stablejax import checkpoint, data, losses, optimizers, plateau
+from stablejax import checkpoint, clipping, data, losses, optimizers, plateau
 
 __all__ = [
     "TrainState",
@@ -90,11 +90,6 @@ def update_model(model: nnx.Module, state: TrainState) -> None:
     nnx.update(model, state.params, state.rest)
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
-
-
 def _select(pred: jax.Array, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -129,7 +124,7 @@ def _train_body(graphdef, tx, loss, metrics, skip_nonfinite=True):
         if skip_nonfinite:
             # A non-finite loss or gradient leaves parameters, statistics and optimizer
             # state untouched: one bad batch must not poison the run.
-            finite = jnp.isfinite(value) & _all_finite(grads)
+            finite = jnp.isfinite(value) & clipping.all_finite(grads)
             params, rest, opt_state = _select(
                 finite, (params, rest, opt_state), (state.params, state.rest, state.opt_state)
             )

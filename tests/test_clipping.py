@@ -145,3 +145,16 @@ def test_skip_nonfinite_never_gives_up_unlike_apply_if_finite():
         theirs_updates, theirs_state = theirs.update(bad, theirs_state)
     np.testing.assert_array_equal(ours_updates, jnp.zeros(2))
     assert bool(jnp.isnan(theirs_updates[0]))
+
+
+@pytest.mark.parametrize(
+    "tree, expected",
+    [
+        ({"a": jnp.ones(3), "b": [jnp.zeros((2, 2))]}, True),
+        ({"a": jnp.ones(3), "b": [jnp.asarray([[0.0, jnp.nan]])]}, False),
+        ({"a": jnp.asarray([-jnp.inf]), "b": None}, False),
+        ({}, True),
+    ],
+)
+def test_all_finite(tree, expected):
+    assert bool(clipping.all_finite(tree)) is expected
