@@ -230,3 +230,12 @@ def test_binary_head_and_optax_transform_work(digits):
     assert history.history["accuracy"][-1] > 0.8
     assert "lr" not in history.history  # a plain optax optimizer exposes no rate
     assert jnp.isfinite(history.history["loss"][-1])
+
+
+def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
+    model = _small()
+    sj.fit(model, sj.sgd(0.01), digits.train, epochs=2, batch_size=256, verbose=1,
+           validation_data=digits.valid)
+    err = capsys.readouterr().err
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err
+    assert "val_accuracy" in err and "loss" in err
