@@ -25,12 +25,21 @@ from stablejax import (
 )
 from stablejax.clipping import (
     SkipNonfiniteState,
+    all_finite,
     clip_by_global_norm,
     clip_by_norm,
     clip_by_value,
     skip_nonfinite,
 )
-from stablejax.optimizers import adagrad, adam, current_learning_rate, nadam, rmsprop, sgd
+from stablejax.optimizers import (
+    adagrad,
+    adam,
+    current_learning_rate,
+    nadam,
+    rmsprop,
+    set_learning_rate,
+    sgd,
+)
 from stablejax.plateau import (
     EarlyStoppingState,
     ReduceOnPlateauState,
@@ -78,6 +87,7 @@ __all__ = [
     "transfer",
     "transforms",
     "SkipNonfiniteState",
+    "all_finite",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
@@ -87,6 +97,7 @@ __all__ = [
     "current_learning_rate",
     "nadam",
     "rmsprop",
+    "set_learning_rate",
     "sgd",
     "EarlyStoppingState",
     "ReduceOnPlateauState",

@@ -141,7 +141,45 @@ def _table(history: dict[str, list[float]]) -> str:
 
 
 def train_command(args) -> int:
-    """Runs ``stablejax train``; returns the exit status."""
+    """Runs ``stablejax train``; returns the exit status.
+
+    A bad configuration (an argument the library rejects, missing data files, a
+    checkpoint directory of another model) is a one-line error with status 2; any other
+    error during training propagates.
+    """
+
+    import stablejax as sj
+
+    try:
+        splits, model, tx, callbacks = _setup(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"stablejax: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        history = sj.train.fit(
+            model,
+            tx,
+            splits.train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_data=splits.valid,
+            loss="sparse_categorical_crossentropy_from_logits",
+            callbacks=callbacks,
+            checkpoint_dir=args.checkpoint_dir,
+            seed=args.seed,
+            verbose=0 if args.quiet else 1,
+        )
+    except sj.checkpoint.CheckpointError as error:  # e.g. another model's checkpoint dir
+        print(f"stablejax: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(_table(history.history))
+    test = sj.train.evaluate(model, history.state, splits.test,
+                             loss="sparse_categorical_crossentropy_from_logits")
+    print(f"test: loss {test['loss']:.4g}  accuracy {test['accuracy']:.4g}")
+    return 0
+
+
+def _setup(args):
     from flax import nnx
 
     import stablejax as sj
@@ -163,35 +201,13 @@ def train_command(args) -> int:
         callbacks.append(sj.train.ReduceLROnPlateau("val_loss"))
     if args.patience is not None:
         callbacks.append(sj.train.EarlyStopping("val_loss", args.patience, restore_best=True))
-    history = sj.train.fit(
-        model,
-        _optimizer(args, steps_per_epoch),
-        splits.train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=splits.valid,
-        loss="sparse_categorical_crossentropy_from_logits",
-        callbacks=callbacks,
-        checkpoint_dir=args.checkpoint_dir,
-        seed=args.seed,
-        verbose=0 if args.quiet else 1,
-    )
-    print(_table(history.history))
-    test = sj.train.evaluate(model, history.state, splits.test,
-                             loss="sparse_categorical_crossentropy_from_logits")
-    print(f"test: loss {test['loss']:.4g}  accuracy {test['accuracy']:.4g}")
-    return 0
+    return splits, model, _optimizer(args, steps_per_epoch), callbacks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablejax`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return train_command(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"stablejax: error: {error}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return train_command(args)
 
 
 if __name__ == "__main__":

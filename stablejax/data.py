@@ -32,6 +32,7 @@ __all__ = [
     "read_idx",
     "synthetic_classification",
     "batches",
+    "epoch_order",
     "num_batches",
 ]
 
@@ -291,6 +292,18 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
+def epoch_order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> np.ndarray:
+    """The sample order of one epoch: ``np.random.default_rng([seed, epoch]).permutation(n)``.
+
+    ``arange(n)`` without `shuffle`. Each (seed, epoch) has its own order and always the
+    same one, so a resumed run sees the batches it would have seen.
+    """
+    n = _index("n", n, 0)
+    seed = _index("seed", seed, 0)
+    epoch = _index("epoch", epoch, 0)
+    return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+
+
 def batches(
     x,
     y,
@@ -303,21 +316,16 @@ def batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Iterates over `(x_batch, y_batch)` mini-batches of one epoch.
 
-    With `shuffle`, the order is a permutation drawn from
-    ``np.random.default_rng([seed, epoch])``: every epoch has its own order, and the same
-    (seed, epoch) always gives the same one, so a resumed run sees the batches it would
-    have seen. The last batch has ``n mod batch_size`` samples unless `drop_last` drops
-    it; `num_batches` gives the count. Arguments are checked when called, not at the
-    first batch.
+    The order is `epoch_order`'s. The last batch has ``n mod batch_size`` samples unless
+    `drop_last` drops it; `num_batches` gives the count. Arguments are checked when
+    called, not at the first batch.
     """
     batch_size = _index("batch_size", batch_size, 1)
-    seed = _index("seed", seed, 0)
-    epoch = _index("epoch", epoch, 0)
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     n = len(x)
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    order = epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)
     count = num_batches(n, batch_size, drop_last)
 
     def generate():

@@ -21,6 +21,7 @@ Klambauer et al. (2017), "Self-Normalizing Neural Networks".
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
@@ -116,7 +117,7 @@ def variance_scaling(
     Returns:
       ``init(key, shape, dtype=jnp.float32)``.
     """
-    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+    if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -126,15 +127,18 @@ def variance_scaling(
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        variance = scale / max(1.0, fan)
+        variance = float(scale) / max(1.0, fan)
+        # Draw in at least float32 (float64 when asked for), then cast: low-precision
+        # draws would quantise the distribution's tails.
+        draw = jnp.promote_types(dtype, jnp.float32)
         if distribution == "truncated_normal":
             std = math.sqrt(variance) / _TRUNCATED_STD
-            unit = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+            unit = jax.random.truncated_normal(key, -2.0, 2.0, shape, draw)
             return (unit * std).astype(dtype)
         if distribution == "normal":
-            return (jax.random.normal(key, shape, jnp.float32) * math.sqrt(variance)).astype(dtype)
+            return (jax.random.normal(key, shape, draw) * math.sqrt(variance)).astype(dtype)
         limit = math.sqrt(3.0 * variance)
-        return jax.random.uniform(key, shape, jnp.float32, -limit, limit).astype(dtype)
+        return jax.random.uniform(key, shape, draw, -limit, limit).astype(dtype)
 
     return init
 

@@ -9,7 +9,7 @@ The notes' Fashion-MNIST model with batch normalisation after each hidden layer:
     y = model(x)            # training mode: batch statistics, moving averages updated
     model.eval()            # inference mode: moving statistics
     sj.nn.variables(model.layers[1])
-    # [('scale', True), ('bias', True), ('mean', False), ('var', False)]
+    # [('bias', True), ('mean', False), ('scale', True), ('var', False)]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "RReLU",
     "Flatten",
     "mlp",
+    "path_name",
     "variables",
 ]
 
@@ -126,8 +127,10 @@ class BatchNorm(nnx.BatchNorm):
     - Training mode (``use_running_average=False``, after ``model.train()``): batch
       statistics, moving statistics updated.
     - Inference mode (``model.eval()``): moving statistics.
-    - Frozen (``trainable=False``, Keras's ``layer.trainable = False``): always inference
-      mode, even in training, and the moving statistics never change.
+    - Frozen (``trainable=False``, the mode half of Keras's ``layer.trainable = False``):
+      always inference mode, even in training, and the moving statistics never change.
+      Gamma and beta stay ``nnx.Param``; freeze them in the optimizer
+      (``stablejax.transfer.freeze`` does both).
 
     Example::
 
@@ -300,10 +303,13 @@ def _activation_layer(name_or_fn, features: int, rngs: nnx.Rngs) -> nnx.Module:
     return Activation(name_or_fn)
 
 
-def _activation_name(name_or_fn) -> str | None:
-    if name_or_fn is None or isinstance(name_or_fn, str):
-        return name_or_fn
-    return getattr(name_or_fn, "__name__", None)
+def _default_init(name_or_fn) -> initializers.Initializer:
+    """The initialiser matched to an activation; Glorot uniform (Keras's) when unknown."""
+    name = name_or_fn if name_or_fn is None or isinstance(name_or_fn, str) else getattr(
+        name_or_fn, "__name__", "")
+    if name is None or name.lower() in initializers.KNOWN_ACTIVATIONS:
+        return initializers.for_activation(name)
+    return initializers.glorot_uniform()
 
 
 class Dense(nnx.Linear):
@@ -332,14 +338,13 @@ class Dense(nnx.Linear):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if kernel_init is None:
-            name = _activation_name(activation)
-            known = name is None or name.lower() in initializers.KNOWN_ACTIVATIONS
-            kernel_init = (
-                initializers.for_activation(name) if known else initializers.glorot_uniform()
-            )
-        super().__init__(in_features, out_features, use_bias=use_bias, kernel_init=kernel_init,
-                         rngs=rngs)
+        super().__init__(
+            in_features,
+            out_features,
+            use_bias=use_bias,
+            kernel_init=kernel_init or _default_init(activation),
+            rngs=rngs,
+        )
         self.activation = _activation_layer(activation, out_features, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -403,7 +408,7 @@ def mlp(
         layers.append(bn(width))
     for size in hidden:
         if batch_norm == "before":
-            init = kernel_init or initializers.for_activation(_activation_name(activation))
+            init = kernel_init or _default_init(activation)
             layers += [
                 Dense(width, size, kernel_init=init, use_bias=False, rngs=rngs),
                 bn(size),
@@ -420,6 +425,20 @@ def mlp(
     return nnx.Sequential(*layers)
 
 
+def path_name(path: Sequence) -> str:
+    """``"layers/2/kernel"`` for a variable's path (raw keys or ``jax.tree_util`` keys).
+
+    The one spelling of parameter paths used by :func:`variables` and the freezing
+    functions of ``stablejax.transfer``; a Variable's own ``.value`` step is dropped.
+    """
+    names = []
+    for key in path:
+        if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
+            continue
+        names.append(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))))
+    return "/".join(names)
+
+
 def variables(model: nnx.Module) -> list[tuple[str, bool]]:
     """Lists ``(path, trainable)`` for every variable of ``model``.
 
@@ -430,7 +449,4 @@ def variables(model: nnx.Module) -> list[tuple[str, bool]]:
     ``var`` not.
     """
     flat = nnx.to_flat_state(nnx.state(model))
-    return [
-        ("/".join(str(p) for p in path), isinstance(var, nnx.Param))
-        for path, var in flat
-    ]
+    return [(path_name(path), isinstance(var, nnx.Param)) for path, var in flat]

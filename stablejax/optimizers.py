@@ -25,17 +25,27 @@ Keyword-only options shared by every alias:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from stablejax import clipping, transforms
 from stablejax.plateau import plateau_scale
 from stablejax.transforms import _check_range
 
-__all__ = ["adagrad", "adam", "current_learning_rate", "nadam", "rmsprop", "sgd"]
+__all__ = [
+    "adagrad",
+    "adam",
+    "current_learning_rate",
+    "nadam",
+    "rmsprop",
+    "set_learning_rate",
+    "sgd",
+]
 
 
 def _clip(clipvalue, clipnorm, global_clipnorm):
@@ -95,9 +105,63 @@ def _with_learning_rate(chain, learning_rate, decay, plateau):
     if not _is_zero(decay) or isinstance(learning_rate, jax.Array):
         schedule = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
         rate = lambda step: schedule(step) / (1 + decay * step)  # Keras 2's `_decayed_lr`
-    plateau = optax.identity() if plateau is None else plateau
-    return optax.inject_hyperparams(lambda learning_rate: chain(learning_rate, plateau))(
-        learning_rate=rate
+    if plateau is None:
+        return optax.inject_hyperparams(
+            lambda learning_rate: chain(learning_rate, optax.identity())
+        )(learning_rate=rate)
+
+    def with_rate(learning_rate):
+        # The plateau compares `learning_rate * scale` with its min_lr, as Keras compares
+        # the optimizer's rate: hand it the rate this update uses.
+        bound = optax.GradientTransformationExtraArgs(
+            plateau.init, functools.partial(plateau.update, learning_rate=learning_rate)
+        )
+        return chain(learning_rate, bound)
+
+    return optax.inject_hyperparams(with_rate)(learning_rate=rate)
+
+
+def _injected(opt_state) -> list[tuple[str, optax.InjectStatefulHyperparamsState]]:
+    is_injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
+    return [
+        (jax.tree_util.keystr(path), s)
+        for path, s in jax.tree_util.tree_leaves_with_path(opt_state, is_leaf=is_injected)
+        if is_injected(s) and "learning_rate" in s.hyperparams
+    ]
+
+
+def _one_injected(opt_state) -> optax.InjectStatefulHyperparamsState:
+    found = _injected(opt_state)
+    if len(found) != 1:
+        raise ValueError(
+            f"expected one injected learning_rate in the optimizer state, found {len(found)}"
+            f" (at {[path for path, _ in found]}); pass the sub-state of one optimizer"
+        )
+    return found[0][1]
+
+
+def set_learning_rate(opt_state, learning_rate) -> optax.OptState:
+    """Returns ``opt_state`` with its constant injected learning rate replaced.
+
+    What Keras's ``optimizer.learning_rate = value`` does, for the state of an alias
+    built with a float ``learning_rate`` (or any ``optax.inject_hyperparams`` optimizer
+    with a constant one). The next updates use the new rate.
+
+    Raises:
+      ValueError: when ``opt_state`` holds no injected learning rate, several, or one
+        that follows a schedule (or ``decay``), which would overwrite it at every update.
+    """
+    injected = _one_injected(opt_state)
+    if "learning_rate" in injected.hyperparams_states:
+        raise ValueError(
+            "the learning rate follows a schedule (or decay) and cannot be set; build the "
+            "optimizer with a float learning_rate"
+        )
+    old = injected.hyperparams["learning_rate"]
+    hyperparams = dict(injected.hyperparams, learning_rate=jnp.asarray(learning_rate, old.dtype))
+    new = injected._replace(hyperparams=hyperparams)
+    return jax.tree.map(
+        lambda x: new if x is injected else x, opt_state, is_leaf=lambda x: x is injected
     )
 
 
@@ -113,19 +177,7 @@ def current_learning_rate(opt_state) -> jax.Array:
       ValueError: when ``opt_state`` holds no injected learning rate, or several (say two
         aliases under ``optax.multi_transform``): pass the one sub-state then.
     """
-    is_injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
-    found = [
-        (path, s)
-        for path, s in jax.tree_util.tree_leaves_with_path(opt_state, is_leaf=is_injected)
-        if is_injected(s) and "learning_rate" in s.hyperparams
-    ]
-    if len(found) != 1:
-        paths = [jax.tree_util.keystr(path) for path, _ in found]
-        raise ValueError(
-            f"expected one injected learning_rate in the optimizer state, found {len(found)}"
-            f" (at {paths}); pass the sub-state of one optimizer"
-        )
-    return found[0][1].hyperparams["learning_rate"] * plateau_scale(opt_state)
+    return _one_injected(opt_state).hyperparams["learning_rate"] * plateau_scale(opt_state)
 
 
 def sgd(

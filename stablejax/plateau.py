@@ -162,6 +162,9 @@ def reduce_on_plateau(
         accuracy). Default ``"min"``.
       learning_rate: the rate that ``scale`` multiplies, used only to compare with
         ``min_lr``, in (0, inf). With the default 1.0, ``min_lr`` is a minimum scale.
+        Given to a ``stablejax`` alias as ``plateau=``, the alias passes its current
+        rate to every update (``update(..., learning_rate=)``), so ``min_lr`` is a
+        floor on the real rate, as in Keras, and this argument is not needed.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -206,11 +209,13 @@ def reduce_on_plateau(
             **hyperparameters(),
         )
 
-    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, learning_rate=None, **extra_args):
         del params, extra_args
         # Refreshing the stored hyperparameters lets `optax.inject_hyperparams`
         # change them during training while `observe` still needs only the state.
         state = state._replace(**hyperparameters())
+        if learning_rate is not None:  # the rate of the optimizer this transform sits in
+            state = state._replace(learning_rate=jnp.asarray(learning_rate, jnp.float32))
         if value is not None:
             state = _advance(state, value)
         updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
@@ -221,6 +226,12 @@ def reduce_on_plateau(
 
 def _is_plateau_state(node: Any) -> bool:
     return isinstance(node, ReduceOnPlateauState)
+
+
+def states(opt_state: optax.OptState) -> list[ReduceOnPlateauState]:
+    """Every :class:`ReduceOnPlateauState` inside ``opt_state``, in tree order."""
+    nodes = jax.tree.leaves(opt_state, is_leaf=_is_plateau_state)
+    return [node for node in nodes if _is_plateau_state(node)]
 
 
 def observe(opt_state: optax.OptState, value: jax.typing.ArrayLike) -> optax.OptState:
@@ -250,8 +261,7 @@ def plateau_scale(opt_state: optax.OptState) -> jax.Array:
 
     Returns 1.0 (float32) when there is none.
     """
-    nodes = jax.tree.leaves(opt_state, is_leaf=_is_plateau_state)
-    scales = [node.scale for node in nodes if _is_plateau_state(node)]
+    scales = [node.scale for node in states(opt_state)]
     return functools.reduce(jnp.multiply, scales, jnp.asarray(1.0, jnp.float32))
 
 
@@ -264,7 +274,7 @@ class EarlyStoppingState(NamedTuple):
     epoch: jax.Array  # int32, number of values observed (index of the next epoch)
 
 
-class EarlyStopping(NamedTuple):
+class EarlyStoppingFns(NamedTuple):
     """The pair of pure functions returned by :func:`early_stopping`."""
 
     init: Callable[[], EarlyStoppingState]
@@ -280,7 +290,7 @@ def early_stopping(
     mode: str = "min",
     baseline: float | None = None,
     start_from_epoch: int = 0,
-) -> EarlyStopping:
+) -> EarlyStoppingFns:
     r"""Early stopping as a pure state machine (Keras 3's ``EarlyStopping``).
 
     ``update(state, value)`` is called once per epoch with the monitored value
@@ -314,7 +324,7 @@ def early_stopping(
         [0, inf). Default 0.
 
     Returns:
-      An :class:`EarlyStopping` with ``init() -> EarlyStoppingState`` and
+      An :class:`EarlyStoppingFns` with ``init() -> EarlyStoppingState`` and
       ``update(state, value) -> (state, improved, stop)``, both jit-able;
       ``improved`` and ``stop`` are boolean scalar arrays.
 
@@ -360,4 +370,4 @@ def early_stopping(
         )
         return new_state, improved, stop
 
-    return EarlyStopping(init, update)
+    return EarlyStoppingFns(init, update)

@@ -43,6 +43,7 @@ __all__ = [
     "make_eval_step",
     "update_model",
     "fit",
+    "evaluate",
     "History",
     "NonFiniteError",
     "ReduceLROnPlateau",
@@ -136,7 +137,7 @@ def _train_body(graphdef, tx, loss, metrics, skip_nonfinite=True):
             rest=rest,
             opt_state=opt_state,
             step=optax.safe_increment(state.step),
-            skips=jnp.where(finite, 0, state.skips + 1).astype(jnp.int32),
+            skips=jnp.where(finite, 0, optax.safe_increment(state.skips)).astype(jnp.int32),
         )
         out = {"loss": value, "skipped": skipped}
         out.update({name: fn(outputs, y) for name, fn in metric_fns.items()})
@@ -219,10 +220,13 @@ def _make_run(graphdef, tx, loss, metrics):
             weighted = {k: v * n * finite for k, v in out.items() if k != "skipped"}
             weighted["count"] = n * finite
             weighted["skipped"] = out["skipped"]
+            weighted["max_skips"] = carry.skips
             return carry, weighted
 
         state, outs = jax.lax.scan(scan_body, state, index)
-        return state, jax.tree.map(jnp.sum, outs)
+        # The longest run of skipped updates inside the call, so that a run that a finite
+        # step ended before the call returned is still seen by `fit`.
+        return state, {k: jnp.max(v) if k == "max_skips" else jnp.sum(v) for k, v in outs.items()}
 
     return jax.jit(run, donate_argnums=(0,))
 
@@ -248,26 +252,30 @@ class ReduceLROnPlateau:
     monitor: str = "val_loss"
 
     def init(self, state: TrainState):
-        if not _has_plateau(state.opt_state):
+        """Checks the optimizer holds a plateau transform whose mode suits the monitor."""
+        found = plateau.states(state.opt_state)
+        if not found:
             raise ValueError(
                 "ReduceLROnPlateau needs a stablejax.reduce_on_plateau transform in the "
                 "optimizer, e.g. sj.sgd(0.01, plateau=sj.reduce_on_plateau(patience=5))"
             )
+        wanted = _mode_for(self.monitor, "auto")
+        for node in found:
+            mode = "min" if float(node.sign) > 0 else "max"
+            if mode != wanted:
+                raise ValueError(
+                    f"monitor {self.monitor!r} improves upward, so reduce_on_plateau needs "
+                    f"mode={wanted!r}, got mode={mode!r}"
+                    if wanted == "max"
+                    else f"monitor {self.monitor!r} improves downward, so reduce_on_plateau "
+                    f"needs mode={wanted!r}, got mode={mode!r}"
+                )
         return {}
 
     def on_epoch_end(self, state: TrainState, own, logs: dict) -> tuple[TrainState, Any, bool]:
+        """Advances the plateau state with ``logs[monitor]``; never stops training."""
         opt_state = plateau.observe(state.opt_state, jnp.float32(_monitored(logs, self.monitor)))
         return state._replace(opt_state=opt_state), own, False
-
-
-def _has_plateau(opt_state) -> bool:
-    found = []
-    jax.tree.map(
-        lambda n: found.append(n) if isinstance(n, plateau.ReduceOnPlateauState) else None,
-        opt_state,
-        is_leaf=lambda n: isinstance(n, plateau.ReduceOnPlateauState),
-    )
-    return bool(found)
 
 
 def _monitored(logs: dict, monitor: str) -> float:
@@ -307,12 +315,15 @@ class EarlyStopping:
         )
 
     def init(self, state: TrainState):
+        """The callback's initial state (and a copy of the weights with restore_best)."""
         own = {"machine": self.machine.init()}
         if self.restore_best:
-            own["best"] = (state.params, state.rest)
+            # A copy: the state's own buffers are donated to the next train step.
+            own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
         return own
 
     def on_epoch_end(self, state: TrainState, own, logs: dict):
+        """Advances the early-stopping state; keeps the best weights; says whether to stop."""
         machine, improved, stop = self.machine.update(
             own["machine"], jnp.float32(_monitored(logs, self.monitor))
         )
@@ -322,15 +333,11 @@ class EarlyStopping:
         return state, own, bool(stop)
 
     def on_train_end(self, state: TrainState, own) -> TrainState:
+        """Puts back the best epoch's parameters and statistics with restore_best."""
         if self.restore_best and int(own["machine"].best_epoch) >= 0:
             params, rest = own["best"]
             return state._replace(params=params, rest=rest)
         return state
-
-
-def _injected_learning_rate(opt_state):
-    """The ``learning_rate`` hyperparameter injected in ``opt_state``, or None."""
-    return optax.tree_utils.tree_get(opt_state, "learning_rate")
 
 
 @dataclass
@@ -340,22 +347,22 @@ class LearningRateScheduler:
     Keras's ``LearningRateScheduler``: ``epoch`` is 0-based and absolute (a resumed run
     continues its count; no ``initial_epoch`` needed). ``schedule(epoch, lr)`` is tried
     first, then ``schedule(epoch)``. The optimizer must take a constant learning rate
-    through ``optax.inject_hyperparams`` (every ``stablejax`` alias does).
+    through ``optax.inject_hyperparams`` (every ``stablejax`` alias built with a float
+    ``learning_rate`` does); see ``stablejax.optimizers.set_learning_rate``.
     """
 
     schedule: Callable
 
     def init(self, state: TrainState):
-        if _injected_learning_rate(state.opt_state) is None:
-            raise ValueError(
-                "LearningRateScheduler needs an optimizer whose learning_rate is injected "
-                "(a stablejax alias with a float learning_rate, or optax.inject_hyperparams)"
-            )
+        """Checks that the optimizer's learning rate can be set."""
+        optimizers.set_learning_rate(
+            state.opt_state, optimizers.current_learning_rate(state.opt_state)
+        )
         return {}
 
     def on_epoch_begin(self, state: TrainState, own, epoch: int) -> TrainState:
-        old = _injected_learning_rate(state.opt_state)
-        current = float(old)
+        """Sets the rate of the coming epoch."""
+        current = float(optimizers.current_learning_rate(state.opt_state))
         try:
             lr = self.schedule(epoch, current)
         except TypeError:
@@ -363,10 +370,7 @@ class LearningRateScheduler:
         lr = float(lr)
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"schedule({epoch}) must be a finite number >= 0, got {lr!r}")
-        opt_state = optax.tree_utils.tree_set(
-            state.opt_state, learning_rate=jnp.asarray(lr, jnp.asarray(old).dtype)
-        )
-        return state._replace(opt_state=opt_state)
+        return state._replace(opt_state=optimizers.set_learning_rate(state.opt_state, lr))
 
 
 # ------------------------------------------------------------------------------------ fit
@@ -530,9 +534,7 @@ def fit(
             for i, cb in enumerate(callbacks):
                 if hasattr(cb, "on_epoch_begin"):
                     state = cb.on_epoch_begin(state, state.callbacks[str(i)], epoch)
-            order = (
-                np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-            )
+            order = data.epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)
             rows = order[: full * batch_size].reshape(full, batch_size)
             chunks = [rows[i : i + steps_per_call] for i in range(0, full, steps_per_call)]
             if n % batch_size:
@@ -547,11 +549,12 @@ def fit(
                 )
                 state = state._replace(callbacks=own)
                 out = {k: float(v) for k, v in out.items()}
+                longest = int(out.pop("max_skips"))
                 for k, v in out.items():
                     totals[k] = totals.get(k, 0.0) + v
-                if int(state.skips) >= max_consecutive_skips:
+                if longest >= max_consecutive_skips:
                     raise NonFiniteError(
-                        f"{int(state.skips)} consecutive updates had a non-finite loss or "
+                        f"{longest} consecutive updates had a non-finite loss or "
                         f"gradient (epoch {epoch}, step {int(state.step)}); the model holds "
                         "the last finite state. Lower the learning rate or clip gradients."
                     )

@@ -47,15 +47,6 @@ __all__ = [
 Predicate = Callable[[str], bool]
 
 
-def _path_str(path) -> str:
-    names = []
-    for key in path:
-        if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
-            continue
-        names.append(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))))
-    return "/".join(names)
-
-
 def reuse(model_a: nnx.Sequential, head: nnx.Module, *, clone: bool = True) -> nnx.Sequential:
     """Model B: every layer of ``model_a`` but its last, followed by ``head``.
 
@@ -75,7 +66,7 @@ def reuse(model_a: nnx.Sequential, head: nnx.Module, *, clone: bool = True) -> n
 def param_paths(model: nnx.Module) -> list[str]:
     """Paths of ``model``'s trainable parameters, e.g. ``"layers/2/kernel"``."""
     _, params, _ = nnx.split(model, nnx.Param, ...)
-    return [_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return [nn.path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def reused_paths(model_a: nnx.Sequential) -> list[str]:
@@ -110,7 +101,7 @@ def labels(params, trainable: str | Iterable[str] | Predicate, yes: str, no: str
     """A pytree like ``params`` with ``yes`` where ``trainable(path)`` holds, else ``no``."""
     predicate = _predicate(trainable)
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: yes if predicate(_path_str(path)) else no, params
+        lambda path, _: yes if predicate(nn.path_name(path)) else no, params
     )
 
 
@@ -128,14 +119,13 @@ def _freeze_batch_norms(model: nnx.Module, frozen: set[str]) -> None:
     # Keras semantics: a frozen batch-norm layer runs in inference mode.
     for path, module in nnx.iter_modules(model):
         if isinstance(module, nn.BatchNorm):
-            prefix = "/".join(str(p) for p in path)
-            owned = [f"{prefix}/{name}" for name in ("scale", "bias")]
-            if all(name in frozen for name in owned if _has(module, name.rsplit("/", 1)[1])):
+            owned = [
+                nn.path_name((*path, name))
+                for name in ("scale", "bias")
+                if getattr(module, name, None) is not None
+            ]
+            if all(name in frozen for name in owned):
                 module.trainable = False
-
-
-def _has(module: nnx.Module, name: str) -> bool:
-    return getattr(module, name, None) is not None
 
 
 def freeze(
@@ -163,6 +153,10 @@ def freeze(
     frozen = _check_some_trainable(model, predicate)
     if freeze_batch_norm:
         _freeze_batch_norms(model, set(frozen))
+    return _zero_outside(tx, predicate)
+
+
+def _zero_outside(tx: optax.GradientTransformation, predicate: Predicate):
     return optax.multi_transform(
         {"train": tx, "frozen": optax.set_to_zero()},
         lambda params: labels(params, predicate, "train", "frozen"),
@@ -225,7 +219,10 @@ def freeze_then_finetune(
     For the first ``frozen_steps`` updates only the parameters ``trainable`` selects (the
     new head) train, with ``first``; the rest (the reused layers) get exact zero
     updates. From then on every parameter trains with ``then`` (typically the same
-    optimizer with a smaller learning rate, e.g. ``sj.sgd(1e-4)``).
+    optimizer with a smaller learning rate, e.g. ``sj.sgd(1e-4)``), one transform over
+    the whole tree, so its clipping by global norm sees every gradient::
+
+        switch(first on trainable + zero elsewhere, then on everything, frozen_steps)
 
     The switch happens inside the compiled step, by step count: one ``fit`` call, no
     recompilation. What is kept across the switch: the parameters, the batch-norm
@@ -240,10 +237,4 @@ def freeze_then_finetune(
     """
     predicate = _predicate(trainable)
     _check_some_trainable(model, predicate)
-    return optax.multi_transform(
-        {
-            "head": switch(first, then, frozen_steps),
-            "reused": switch(optax.set_to_zero(), then, frozen_steps),
-        },
-        lambda params: labels(params, predicate, "head", "reused"),
-    )
+    return switch(_zero_outside(first, predicate), then, frozen_steps)

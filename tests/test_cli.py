@@ -65,3 +65,13 @@ def test_console_script_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "stablejax.cli", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_checkpoint_of_another_model_exits_2(capsys, tmp_path):
+    base = ["train", "--epochs", "1", "--batch-size", "256", "--quiet",
+            "--checkpoint-dir", str(tmp_path / "run")]
+    assert cli.main(base + ["--hidden", "16"]) == 0
+    capsys.readouterr()
+    assert cli.main(base + ["--hidden", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epoch_1" in err

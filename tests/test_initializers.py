@@ -157,3 +157,14 @@ def test_for_activation_rejects_unknown_name_and_lists_known():
 def test_compute_fans_rejects_same_axes():
     with pytest.raises(ValueError, match="in_axis"):
         I.compute_fans((3, 4), in_axis=0, out_axis=0)
+
+
+def test_numpy_scale_and_float64_draws():
+    init = I.variance_scaling(np.float32(2.0), "fan_in", "normal")
+    with jax.enable_x64(True):
+        w = init(jax.random.key(0), SHAPE, jnp.float64)
+        assert w.dtype == jnp.float64
+        w = np.asarray(w)
+    # drawn in float64: values are not float32-representable in general
+    assert np.any(w != w.astype(np.float32))
+    assert abs(w.var() - 2 / 400) < 5 * (2 / 400) * math.sqrt(2.0 / w.size)

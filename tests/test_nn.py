@@ -63,7 +63,7 @@ def test_batch_norm_closed_form_with_gamma_beta_and_conv_axis():
         training=True,
         momentum=0.9,
     )
-    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new["mean"], 0.1 * mean, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(new["var"], 0.9 + 0.1 * var, rtol=1e-5)
 
@@ -212,3 +212,14 @@ def test_rrelu_layer_random_in_training_mean_in_inference():
 def test_bad_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_callable_activation_without_a_known_name_falls_back_to_glorot_everywhere():
+    act = lambda x: jnp.maximum(x, 0.1 * x)  # noqa: E731 - an anonymous activation
+    for batch_norm in (None, "before"):
+        model = nn.mlp([300], input_shape=(400,), activation=act, batch_norm=batch_norm,
+                       rngs=nnx.Rngs(0))
+        dense = next(layer for layer in model.layers if isinstance(layer, nn.Dense))
+        w = np.asarray(dense.kernel[...])
+        assert abs(w.var() - 2 / 700) < 5 * (2 / 700) * math.sqrt(2.0 / w.size)
+        assert np.abs(w).max() <= math.sqrt(6 / 700)  # uniform

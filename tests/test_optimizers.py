@@ -322,3 +322,17 @@ def test_current_learning_rate_refuses_an_ambiguous_state():
         optimizers.current_learning_rate(tx.init(jnp.zeros(3)))
     with pytest.raises(ValueError, match="found 0"):
         optimizers.current_learning_rate(optax.sgd(0.1).init(jnp.zeros(3)))
+
+
+def test_plateau_min_lr_is_a_floor_on_the_alias_rate():
+    # Keras: lr 0.01, factor 0.5, patience 1, min_lr 0.005 stops at 0.005, whatever
+    # the reduce_on_plateau's own learning_rate argument says.
+    tx = optimizers.sgd(0.01, plateau=reduce_on_plateau(factor=0.5, patience=1, min_lr=0.005))
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    rates = []
+    for _ in range(6):
+        _, state = tx.update({"w": jnp.ones(2)}, state, params)
+        state = observe(state, 1.0)  # never improves after the first epoch
+        rates.append(float(optimizers.current_learning_rate(state)))
+    np.testing.assert_allclose(rates, [0.01, 0.005, 0.005, 0.005, 0.005, 0.005], rtol=1e-6)

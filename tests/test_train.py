@@ -239,3 +239,41 @@ def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err
     assert "val_accuracy" in err and "loss" in err
+
+
+def test_restore_best_survives_donation_and_checkpoints(digits, tmp_path):
+    # The best weights are kept before any epoch improves (start_from_epoch=1), while the
+    # state's buffers are donated to the train step and saved every epoch.
+    model = _small()
+    history = sj.fit(model, sj.sgd(0.05), digits.train, epochs=3, batch_size=128, verbose=0,
+                     validation_data=digits.valid, checkpoint_dir=tmp_path / "run",
+                     callbacks=[train.EarlyStopping("val_loss", patience=5,
+                                                    start_from_epoch=1, restore_best=True)])
+    val = history.history["val_loss"]
+    best = 1 + int(np.argmin(val[1:]))
+    restored = train.evaluate(model, history.state, digits.valid)
+    assert restored["loss"] == pytest.approx(val[best], rel=1e-5)
+
+
+def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
+    # 12 non-finite batches in a row, then finite ones, all inside one 32-step call.
+    x = np.array(digits.train.x[: 40 * 16])
+    y = digits.train.y[: 40 * 16]
+    x[4 * 16 : 16 * 16] = np.nan
+    with pytest.raises(train.NonFiniteError, match="12 consecutive"):
+        sj.fit(_small(), sj.adam(1e-3), (x, y), epochs=1, batch_size=16, shuffle=False,
+               verbose=0, max_consecutive_skips=10, steps_per_call=32)
+
+
+def test_learning_rate_scheduler_rejects_a_scheduled_optimizer(digits):
+    tx = sj.sgd(sj.exponential_decay(0.01, 100))
+    with pytest.raises(ValueError, match="schedule"):
+        sj.fit(_small(), tx, digits.train, epochs=1, verbose=0,
+               callbacks=[train.LearningRateScheduler(lambda epoch: 0.01)])
+
+
+def test_reduce_lr_on_plateau_checks_the_mode_against_the_monitor(digits):
+    tx = sj.sgd(0.01, plateau=sj.reduce_on_plateau())  # mode "min"
+    with pytest.raises(ValueError, match="mode='max'"):
+        sj.fit(_small(), tx, digits.train, epochs=1, verbose=0,
+               callbacks=[train.ReduceLROnPlateau("val_accuracy")])

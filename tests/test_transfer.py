@@ -184,3 +184,18 @@ def test_switch_matches_two_separate_optimizers():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call(_model_a())
+
+
+def test_freeze_then_finetune_clips_the_whole_tree_after_the_switch():
+    model = nnx.Dict(reused=nnx.Param(jnp.ones(3)), head=nnx.Param(jnp.ones(1)))
+    tx = transfer.freeze_then_finetune(model, "head", frozen_steps=1, first=sj.sgd(1.0),
+                                       then=sj.sgd(1.0, global_clipnorm=1.0))
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 3.0), params)
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)  # phase 1: head only, unclipped
+    np.testing.assert_array_equal(updates["reused"][...], jnp.zeros(3))
+    np.testing.assert_allclose(updates["head"][...], [-3.0])
+    updates, state = tx.update(grads, state, params)  # phase 2: one global norm of 1
+    norm = jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree.leaves(updates)))
+    np.testing.assert_allclose(norm, 1.0, rtol=1e-6)
