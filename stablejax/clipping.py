@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax.transforms import _check_range
+from stablejax._checks import check_range
 
 __all__ = [
     "SkipNonfiniteState",
@@ -27,7 +27,7 @@ __all__ = [
 
 
 def _check_threshold(name, value):
-    _check_range(name, value, 0, math.inf, low_open=True, high_open=True)
+    check_range(name, value, 0, math.inf, low_open=True, high_open=True)
 
 
 def _sum_of_squares(x):

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import optax
 
 from stablejax import clipping, transforms
+from stablejax._checks import check_range
 from stablejax.plateau import plateau_scale
-from stablejax.transforms import _check_range
 
 __all__ = [
     "adagrad",
@@ -96,8 +96,8 @@ def _with_learning_rate(chain, learning_rate, decay, plateau):
     ``chain`` maps the learning rate (a scalar) and the plateau transform to the chain.
     """
     if not callable(learning_rate):
-        _check_range("learning_rate", learning_rate, 0, math.inf, high_open=True)
-    _check_range("decay", decay, 0, math.inf, high_open=True)
+        check_range("learning_rate", learning_rate, 0, math.inf, high_open=True)
+    check_range("decay", decay, 0, math.inf, high_open=True)
     rate = learning_rate
     # An array rate or decay comes from an outer `optax.inject_hyperparams`, which calls the
     # alias again with new values at every update; stored as a number, the rate would keep

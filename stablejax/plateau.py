@@ -19,7 +19,6 @@ for step.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,17 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stablejax._checks import require
+
 _MODES = {"min": 1.0, "max": -1.0}
-
-
-def _require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
-    """Raises ``ValueError`` if a concrete scalar ``value`` fails ``ok``.
-
-    JAX arrays and tracers are skipped so that ``optax.inject_hyperparams``, which
-    calls the factory again with arrays, keeps working.
-    """
-    if isinstance(value, numbers.Real) and not ok(value):
-        raise ValueError(f"{name}={value!r} is outside the accepted range {accepted}")
 
 
 def _is_count(v) -> bool:
@@ -105,7 +96,12 @@ def _advance(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
     # makes the clamped scale equal min_scale exactly, so that at the floor nothing
     # happens (and, as in Keras, wait is not reset).
     min_scale = state.min_lr / state.learning_rate
-    reduce = counting & (wait >= state.patience) & (state.scale > min_scale)
+    # Keras multiplies its float32 rate by a float64 factor, here both are float32: the
+    # products can differ by an ulp per reduction, so a scale within a few ulps of the
+    # floor counts as at the floor (else lr0=1, factor=0.1, min_lr=0.01 would reduce a
+    # third time, from 0.010000001 to 0.01, where Keras stops).
+    above_floor = state.scale > min_scale * (1 + 4 * jnp.finfo(jnp.float32).eps)
+    reduce = counting & (wait >= state.patience) & above_floor
     scale = jnp.where(reduce, jnp.maximum(state.scale * state.factor, min_scale), state.scale)
     return state._replace(
         scale=scale,
@@ -187,12 +183,12 @@ def reduce_on_plateau(
       Géron, *Hands-On Machine Learning*, ch. 11 (performance scheduling);
       Keras ``keras.callbacks.ReduceLROnPlateau``.
     """
-    _require("factor", factor, lambda v: 0 < v < 1, "(0, 1)")
-    _require("patience", patience, _is_count, "integers in [0, inf)")
-    _require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
-    _require("cooldown", cooldown, _is_count, "integers in [0, inf)")
-    _require("min_lr", min_lr, lambda v: v >= 0, "[0, inf)")
-    _require("learning_rate", learning_rate, lambda v: v > 0, "(0, inf)")
+    require("factor", factor, lambda v: 0 < v < 1, "(0, 1)")
+    require("patience", patience, _is_count, "integers in [0, inf)")
+    require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
+    require("cooldown", cooldown, _is_count, "integers in [0, inf)")
+    require("min_lr", min_lr, lambda v: v >= 0, "[0, inf)")
+    require("learning_rate", learning_rate, lambda v: v > 0, "(0, inf)")
     sign = _sign(mode)
 
     def hyperparameters():
@@ -336,11 +332,11 @@ def early_stopping(
       Prechelt, "Early Stopping - But When?", 1998; Keras
       ``keras.callbacks.EarlyStopping``.
     """
-    _require("patience", patience, _is_count, "integers in [0, inf)")
-    _require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
-    _require("start_from_epoch", start_from_epoch, _is_count, "integers in [0, inf)")
+    require("patience", patience, _is_count, "integers in [0, inf)")
+    require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
+    require("start_from_epoch", start_from_epoch, _is_count, "integers in [0, inf)")
     if baseline is not None:
-        _require("baseline", baseline, lambda v: v == v, "any number but NaN")
+        require("baseline", baseline, lambda v: v == v, "any number but NaN")
     sign = _sign(mode)
 
     def init() -> EarlyStoppingState:

@@ -22,22 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stablejax._checks import require, require_int
+
 Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
-
-
-def _require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
-    """Raises ``ValueError`` if a concrete scalar ``value`` fails ``ok``.
-
-    JAX arrays and tracers are not checked: they may be abstract, and a schedule
-    built from traced values must still build.
-    """
-    if isinstance(value, numbers.Real) and not ok(value):
-        raise ValueError(f"{name}={value!r} is outside the accepted range {accepted}")
-
-
-def _require_int(name: str, value, low: int) -> None:
-    if isinstance(value, numbers.Real) and not (float(value).is_integer() and value >= low):
-        raise ValueError(f"{name}={value!r} must be an integer in [{low}, inf)")
 
 
 def _as_float(step: jax.typing.ArrayLike) -> jax.Array:
@@ -87,10 +74,10 @@ def power_decay(
       Darken, Chang & Moody, "Learning rate schedules for faster stochastic
       gradient search", 1992.
     """
-    _require("lr0", lr0, lambda v: v > 0, "(0, inf)")
-    _require("s", s, lambda v: v > 0, "(0, inf)")
-    _require("c", c, lambda v: v > 0, "(0, inf)")
-    _require("rate", rate, lambda v: v > 0, "(0, inf)")
+    require("lr0", lr0, lambda v: v > 0, "(0, inf)")
+    require("s", s, lambda v: v > 0, "(0, inf)")
+    require("c", c, lambda v: v > 0, "(0, inf)")
+    require("rate", rate, lambda v: v > 0, "(0, inf)")
     exact_inverse = isinstance(c, numbers.Real) and c == 1
 
     def schedule(step):
@@ -140,9 +127,9 @@ def exponential_decay(
     References:
       Géron, *Hands-On Machine Learning*, ch. 11 (exponential scheduling).
     """
-    _require("lr0", lr0, lambda v: v > 0, "(0, inf)")
-    _require("s", s, lambda v: v > 0, "(0, inf)")
-    _require("rate", rate, lambda v: v > 0, "(0, inf)")
+    require("lr0", lr0, lambda v: v > 0, "(0, inf)")
+    require("s", s, lambda v: v > 0, "(0, inf)")
+    require("rate", rate, lambda v: v > 0, "(0, inf)")
 
     def schedule(step):
         p = _as_float(step) / s
@@ -253,8 +240,8 @@ def per_epoch(
       resumed from a checkpoint continues at the right epoch without Keras's
       ``initial_epoch``.
     """
-    _require_int("steps_per_epoch", steps_per_epoch, 1)
-    _require_int("num_epochs", num_epochs, 1)
+    require_int("steps_per_epoch", steps_per_epoch, 1)
+    require_int("num_epochs", num_epochs, 1)
     steps_per_epoch = int(steps_per_epoch)
     table = np.asarray([float(schedule(epoch)) for epoch in range(int(num_epochs))])
 
@@ -322,11 +309,11 @@ def one_cycle(
       Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks
       Using Large Learning Rates", 2017 (arXiv:1708.07120).
     """
-    _require("max_lr", max_lr, lambda v: v > 0, "(0, inf)")
-    _require_int("total_steps", total_steps, 1)
-    _require("pct_start", pct_start, lambda v: 0 < v < 1, "(0, 1)")
-    _require("div_factor", div_factor, lambda v: v > 0, "(0, inf)")
-    _require("final_div_factor", final_div_factor, lambda v: v > 0, "(0, inf)")
+    require("max_lr", max_lr, lambda v: v > 0, "(0, inf)")
+    require_int("total_steps", total_steps, 1)
+    require("pct_start", pct_start, lambda v: 0 < v < 1, "(0, 1)")
+    require("div_factor", div_factor, lambda v: v > 0, "(0, inf)")
+    require("final_div_factor", final_div_factor, lambda v: v > 0, "(0, inf)")
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(f"anneal_strategy={anneal_strategy!r} must be one of 'cos', 'linear'")
     total_steps = int(total_steps)
@@ -381,13 +368,13 @@ def warmup(
       Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour",
       2017 (gradual warm-up).
     """
-    _require_int("warmup_steps", warmup_steps, 0)
-    _require("init_value", init_value, lambda v: v >= 0, "[0, inf)")
+    require_int("warmup_steps", warmup_steps, 0)
+    require("init_value", init_value, lambda v: v >= 0, "[0, inf)")
     warmup_steps = int(warmup_steps)
     if callable(schedule_or_value):
         after = schedule_or_value
     else:
-        _require("schedule_or_value", schedule_or_value, lambda v: v >= 0, "[0, inf)")
+        require("schedule_or_value", schedule_or_value, lambda v: v >= 0, "[0, inf)")
         constant = schedule_or_value
 
         def after(step):

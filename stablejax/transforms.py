@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stablejax._checks import check_range
+
 __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
@@ -36,23 +38,8 @@ __all__ = [
 ]
 
 
-def _check_range(name, value, low, high, *, low_open=False, high_open=False):
-    """Raises ``ValueError`` unless ``value`` lies in the interval from ``low`` to ``high``.
-
-    Only Python and numpy scalars are checked: ``optax.inject_hyperparams`` calls a factory
-    again with JAX arrays (tracers under ``jit``), which cannot be compared in Python.
-    """
-    if not isinstance(value, numbers.Real):
-        return
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}={value!r} is outside its accepted range {interval}")
-
-
 def _check_epsilon(value):
-    _check_range("epsilon", value, 0, math.inf, low_open=True, high_open=True)
+    check_range("epsilon", value, 0, math.inf, low_open=True, high_open=True)
 
 
 def _check_same_tree(updates, state_tree, where):
@@ -120,7 +107,7 @@ def scale_by_momentum(momentum, nesterov=False) -> optax.GradientTransformation:
       Sutskever et al., "On the importance of initialization and momentum in deep
       learning", ICML 2013.
     """
-    _check_range("momentum", momentum, 0, 1)
+    check_range("momentum", momentum, 0, 1)
     if nesterov and isinstance(momentum, numbers.Real) and momentum == 0:
         raise ValueError(f"nesterov=True needs momentum in (0, 1], got momentum={momentum!r}")
 
@@ -172,7 +159,7 @@ def scale_by_adagrad(initial_accumulator_value=0.1, epsilon=1e-7) -> optax.Gradi
       Duchi, Hazan and Singer, "Adaptive subgradient methods for online learning and
       stochastic optimization", JMLR 12, 2011.
     """
-    _check_range("initial_accumulator_value", initial_accumulator_value, 0, math.inf,
+    check_range("initial_accumulator_value", initial_accumulator_value, 0, math.inf,
                  high_open=True)
     _check_epsilon(epsilon)
 
@@ -229,7 +216,7 @@ def scale_by_rmsprop(rho=0.9, epsilon=1e-7, centered=False) -> optax.GradientTra
       Learning, 2012. Graves, "Generating sequences with recurrent neural networks",
       arXiv:1308.0850, 2013 (centered variant).
     """
-    _check_range("rho", rho, 0, 1)
+    check_range("rho", rho, 0, 1)
     _check_epsilon(epsilon)
 
     def init_fn(params):
@@ -305,8 +292,8 @@ def scale_by_adam(
       arXiv:1412.6980. Reddi, Kale and Kumar, "On the convergence of Adam and beyond",
       ICLR 2018 (AMSGrad).
     """
-    _check_range("beta_1", beta_1, 0, 1, high_open=True)
-    _check_range("beta_2", beta_2, 0, 1, high_open=True)
+    check_range("beta_1", beta_1, 0, 1, high_open=True)
+    check_range("beta_2", beta_2, 0, 1, high_open=True)
     _check_epsilon(epsilon)
 
     def init_fn(params):
@@ -385,10 +372,10 @@ def scale_by_nadam(
     References:
       Dozat, "Incorporating Nesterov momentum into Adam", ICLR 2016 workshop.
     """
-    _check_range("beta_1", beta_1, 0, 1, high_open=True)
-    _check_range("beta_2", beta_2, 0, 1, high_open=True)
+    check_range("beta_1", beta_1, 0, 1, high_open=True)
+    check_range("beta_2", beta_2, 0, 1, high_open=True)
     _check_epsilon(epsilon)
-    _check_range("momentum_decay", momentum_decay, 0, math.inf)
+    check_range("momentum_decay", momentum_decay, 0, math.inf)
 
     def init_fn(params):
         return ScaleByNadamState(

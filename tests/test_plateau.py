@@ -378,3 +378,16 @@ def test_invalid_hyperparameters_raise(factory, kwargs, expected):
     with pytest.raises(ValueError, match=re.escape(expected)) as info:
         factory(**kwargs)
     assert re.search(r"range|must", str(info.value))
+
+
+def test_reaching_min_lr_by_round_factors_stops_like_keras():
+    # 1 -> 0.1 -> 0.01 = min_lr: Keras's float64 products land on float32(0.01) and stop;
+    # float32 products land one ulp above, which must count as the floor too.
+    config = dict(factor=0.1, patience=0, min_delta=0.0, cooldown=0, min_lr=0.01, mode="min",
+                  learning_rate=1.0)
+    values = [0.0] * 6
+    history = run_plateau(values, **config)
+    expected = keras_reduce_lr_on_plateau(values, **config)
+    assert [int(s.wait) for s in history] == [w for _, _, w, _ in expected]
+    np.testing.assert_allclose([float(s.scale) for s in history], [e[0] for e in expected],
+                               rtol=1e-6)

@@ -1,0 +1,33 @@
+"""Argument validation shared by every factory: one message format, tracers skipped.
+
+Only Python and numpy scalars are checked: ``optax.inject_hyperparams`` calls a factory
+again with JAX arrays (tracers under ``jit``), which cannot be compared in Python.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+
+def require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
+    """Raises ``ValueError`` naming ``name``, ``value`` and ``accepted`` unless ``ok(value)``."""
+    if isinstance(value, numbers.Real) and not ok(value):
+        raise ValueError(f"{name}={value!r} is outside its accepted range {accepted}")
+
+
+def require_int(name: str, value, low: int) -> None:
+    """Raises ``ValueError`` unless ``value`` is an integer >= ``low``."""
+    if isinstance(value, numbers.Real) and not (float(value).is_integer() and value >= low):
+        raise ValueError(f"{name}={value!r} must be an integer in [{low}, inf)")
+
+
+def check_range(name, value, low, high, *, low_open=False, high_open=False) -> None:
+    """Raises ``ValueError`` unless ``value`` lies in the interval from ``low`` to ``high``."""
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    require(
+        name,
+        value,
+        lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
+        interval,
+    )
