@@ -16,7 +16,7 @@ Keyword-only options shared by every alias:
   applied first, to the raw gradients (:mod:`stablejax.clipping`).
 - ``decay``: Keras 2's legacy inverse-time decay, ``lr_t = lr(step) / (1 + decay * step)``
   with the same 0-based ``step``. Keras 3 accepts ``decay=`` and silently ignores it; here
-  it is honoured (parity vector V6).
+  it is honoured (docs/parity.md, V6).
 - ``plateau``: a :func:`stablejax.plateau.reduce_on_plateau` transformation, placed right
   after the learning rate so that, as with Keras's ``ReduceLROnPlateau``, a reduced rate
   enters the momentum of the following updates only. Feed it once per epoch with

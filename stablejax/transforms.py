@@ -100,7 +100,7 @@ def scale_by_momentum(momentum, nesterov=False) -> optax.GradientTransformation:
       Optax (``optax.sgd(momentum=...)``, ``optax.trace``) and PyTorch keep the learning
       rate *outside* the buffer (``w -= lr_t * buf``): with a constant rate the three agree,
       but under a schedule each past gradient here keeps the rate of its own step, while
-      Optax and PyTorch rescale the whole buffer by the current rate (parity vector V5).
+      Optax and PyTorch rescale the whole buffer by the current rate (docs/parity.md, V5).
 
     References:
       Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
@@ -153,7 +153,7 @@ def scale_by_adagrad(initial_accumulator_value=0.1, epsilon=1e-7) -> optax.Gradi
       Keras 3 and ``optax.adagrad`` (same defaults) compute this. PyTorch
       (``initial_accumulator_value=0``, ``eps=1e-10``) and Keras 2 put epsilon outside the
       square root, ``g / (sqrt(a) + eps)``, and PyTorch's default learning rate is 1e-2, not
-      1e-3 (parity vector V7).
+      1e-3 (docs/parity.md, V7).
 
     References:
       Duchi, Hazan and Singer, "Adaptive subgradient methods for online learning and
@@ -209,7 +209,7 @@ def scale_by_rmsprop(rho=0.9, epsilon=1e-7, centered=False) -> optax.GradientTra
     Warning:
       ``optax.rmsprop(eps=1e-7)`` computes the same (Optax's default eps is 1e-8). PyTorch
       defaults to ``alpha=0.99, eps=1e-8`` and puts epsilon outside the square root,
-      ``g / (sqrt(s) + eps)`` (parity vector V10), as does Keras 2 without momentum.
+      ``g / (sqrt(s) + eps)`` (docs/parity.md, V10), as does Keras 2 without momentum.
 
     References:
       Tieleman and Hinton, "Lecture 6.5 - RMSProp", COURSERA: Neural Networks for Machine
@@ -285,7 +285,7 @@ def scale_by_adam(
       (``optax.adam``, eps=1e-8) and PyTorch add it after: ``m_hat / (sqrt(v_hat) + eps)``.
       Keras with epsilon equals them with a step-dependent ``eps / sqrt(1 - beta_2**t)``, so
       no constant maps one onto the other; the difference is ~1e-6 relative with the
-      defaults and large for a large epsilon (parity vectors V13, V14).
+      defaults and large for a large epsilon (docs/parity.md, V13, V14).
 
     References:
       Kingma and Ba, "Adam: a method for stochastic optimization", ICLR 2015,
@@ -367,7 +367,7 @@ def scale_by_nadam(
       The three libraries differ only in the schedule, epsilon and learning rate: Keras 3
       uses psi = 1, eps 1e-7, lr 1e-3; PyTorch psi = 0.004, eps 1e-8, lr 2e-3 (so
       ``momentum_decay=0.004, epsilon=1e-8`` reproduces PyTorch); ``optax.nadam`` has no
-      schedule (psi = inf) and eps 1e-8 (parity vectors V15, V15b, V16).
+      schedule (psi = inf) and eps 1e-8 (docs/parity.md, V15, V15b, V16).
 
     References:
       Dozat, "Incorporating Nesterov momentum into Adam", ICLR 2016 workshop.
