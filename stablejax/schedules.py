@@ -208,27 +208,32 @@ def piecewise_constant(
 def per_epoch(
     schedule: Callable[[int], float],
     steps_per_epoch: int,
-    num_epochs: int,
+    num_epochs: int | None = None,
 ) -> Schedule:
     r"""Runs a function of the epoch as a per-step schedule.
 
     .. math::
-        \eta(t) = f\big(\min(\lfloor t / \text{steps\_per\_epoch} \rfloor,\;
-        \text{num\_epochs} - 1)\big)
+        \eta(t) = f\big(\lfloor t / \text{steps\_per\_epoch} \rfloor\big)
 
-    ``schedule`` is called once per epoch ``0 .. num_epochs - 1`` with a Python
-    ``int`` when ``per_epoch`` is built, and the results are stored in a table that
-    the returned schedule indexes. Any epoch function therefore works, including
-    ones with Python ``if`` branches, ``math`` calls or ``0.1 ** (epoch / s)``, and
-    the values are those Keras's ``LearningRateScheduler(schedule)`` sets at the
-    start of each epoch. Steps beyond the last epoch keep the last epoch's value.
+    The values are those Keras's ``LearningRateScheduler(schedule)`` sets at the
+    start of each epoch.
+
+    - Without ``num_epochs``, ``schedule`` is traced with the epoch as an integer
+      array, which suits arithmetic such as the notes' ``lr0 * 0.1 ** (epoch / s)``.
+    - With ``num_epochs``, ``schedule`` is called once per epoch ``0 .. num_epochs - 1``
+      with a Python ``int`` when ``per_epoch`` is built, and the results are stored in
+      a table: any function works, including ones with Python ``if`` branches
+      (``if epoch < 5: ...``). Steps beyond the last epoch keep its value.
+
+    A function that cannot be traced (it branches on the epoch in Python) and no
+    ``num_epochs`` raises ``ValueError`` at construction, saying so.
 
     Args:
-      schedule: ``epoch -> learning rate``, with ``epoch`` a 0-based Python int.
+      schedule: ``epoch -> learning rate``, with ``epoch`` 0-based.
       steps_per_epoch: optimizer updates per epoch (number of batches), an
         integer in [1, inf).
-      num_epochs: number of epochs to tabulate, an integer in [1, inf); use the
-        number of epochs you train for.
+      num_epochs: None, or the number of epochs to tabulate, an integer in [1, inf);
+        use the number of epochs you train for.
 
     Returns:
       A jit-safe schedule ``step -> learning rate``.
@@ -241,8 +246,23 @@ def per_epoch(
       ``initial_epoch``.
     """
     require_int("steps_per_epoch", steps_per_epoch, 1)
-    require_int("num_epochs", num_epochs, 1)
     steps_per_epoch = int(steps_per_epoch)
+    if num_epochs is None:
+        try:
+            jax.eval_shape(lambda e: jnp.asarray(schedule(e)), jax.ShapeDtypeStruct((), jnp.int32))
+        except (jax.errors.ConcretizationTypeError, TypeError) as error:
+            raise ValueError(
+                "schedule cannot be traced with an array epoch (it branches on the epoch "
+                "in Python, for example); pass num_epochs to tabulate it instead"
+            ) from error
+
+        def traced_schedule(step):
+            epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.int32)
+            return jnp.asarray(schedule(epoch), jnp.result_type(float))
+
+        return traced_schedule
+
+    require_int("num_epochs", num_epochs, 1)
     table = np.asarray([float(schedule(epoch)) for epoch in range(int(num_epochs))])
 
     def step_schedule(step):

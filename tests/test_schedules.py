@@ -178,6 +178,16 @@ def test_per_epoch_tabulates_the_notes_functions():
     np.testing.assert_allclose(values(schedule, steps), values(by_step, steps))
 
 
+def test_per_epoch_traces_arithmetic_functions_without_num_epochs():
+    fn = exponential_decay_notes(lr0=0.01, s=20)
+    schedule = per_epoch(fn, steps_per_epoch=3)
+    steps = np.arange(200)
+    expected = [fn(t // 3) for t in steps]  # no clamp: epochs up to 66
+    np.testing.assert_allclose(values(schedule, jnp.asarray(steps)), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="num_epochs"):
+        per_epoch(piecewise_constant_fn, steps_per_epoch=4)  # branches in Python
+
+
 def test_per_epoch_under_jit_in_inject_hyperparams():
     fn = exponential_decay_notes(lr0=0.5, s=2)
     steps_per_epoch, num_steps = 3, 14
