@@ -316,7 +316,7 @@ class EarlyStopping:
 
     def init(self, state: TrainState):
         """The callback's initial state (and a copy of the weights with restore_best)."""
-        own = {"machine": self.machine.init()}
+        own = {"machine": self.machine.init(), "stopped": jnp.asarray(False)}
         if self.restore_best:
             # A copy: the state's own buffers are donated to the next train step.
             own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
@@ -327,7 +327,7 @@ class EarlyStopping:
         machine, improved, stop = self.machine.update(
             own["machine"], jnp.float32(_monitored(logs, self.monitor))
         )
-        own = dict(own, machine=machine)
+        own = dict(own, machine=machine, stopped=stop)
         if self.restore_best and bool(improved):
             own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
         return state, own, bool(stop)
@@ -489,7 +489,8 @@ def fit(
       steps_per_call: train steps per compiled call, >= 1.
       max_consecutive_skips: raise :class:`NonFiniteError` after this many consecutive
         non-finite updates, >= 1.
-      state: start from this :class:`TrainState` instead of a fresh one.
+      state: start from this :class:`TrainState` instead of a fresh one (its buffers
+        are donated: do not use it afterwards).
 
     Raises:
       NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
@@ -528,9 +529,12 @@ def fit(
     steps = data.num_batches(n, batch_size, drop_last=False)
     full = n // batch_size
 
-    stop = False
+    # A resumed run that early stopping had already ended stays ended.
+    stop = any(
+        bool(own.get("stopped", False)) for own in state.callbacks.values() if isinstance(own, dict)
+    )
     try:
-        for epoch in range(int(state.epoch), epochs):
+        for epoch in range(int(state.epoch), epochs if not stop else int(state.epoch)):
             for i, cb in enumerate(callbacks):
                 if hasattr(cb, "on_epoch_begin"):
                     state = cb.on_epoch_begin(state, state.callbacks[str(i)], epoch)
@@ -590,7 +594,7 @@ def fit(
                 state = cb.on_train_end(state, state.callbacks[str(i)])
     finally:
         update_model(model, state)
-    return History(history, list(range(len(next(iter(history.values()), [])))), state)
+    return History(history, list(range(len(history.get("loss", [])))), state)
 
 
 def _logs(totals: dict[str, float]) -> dict[str, float]:

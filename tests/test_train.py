@@ -277,3 +277,15 @@ def test_reduce_lr_on_plateau_checks_the_mode_against_the_monitor(digits):
     with pytest.raises(ValueError, match="mode='max'"):
         sj.fit(_small(), tx, digits.train, epochs=1, verbose=0,
                callbacks=[train.ReduceLROnPlateau("val_accuracy")])
+
+
+def test_resuming_a_run_that_stopped_early_stays_stopped(digits, tmp_path):
+    def run(epochs):
+        return sj.fit(_small(), sj.sgd(5.0), digits.train, epochs=epochs, batch_size=32,
+                      verbose=0, validation_data=digits.valid, checkpoint_dir=tmp_path / "r",
+                      callbacks=[train.EarlyStopping("val_loss", patience=1)])
+
+    first = run(10)
+    assert len(first.history["loss"]) < 10  # stopped early
+    again = run(10)
+    assert again.history == first.history
