@@ -314,14 +314,14 @@ def _epochs(directory: Path) -> list[int]:
     return sorted(found)
 
 
-def _epoch_index(epoch) -> int:
+def _integer(name: str, value, low: int) -> int:
     try:
-        epoch = operator.index(epoch)
+        value = operator.index(value)
     except TypeError:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}") from None
-    if epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-    return epoch
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 def save_epoch(
@@ -338,14 +338,9 @@ def save_epoch(
     Returns:
       The path of the new checkpoint.
     """
-    epoch = _epoch_index(epoch)
+    epoch = _integer("epoch", epoch, 0)
     if keep is not None:
-        try:
-            keep = operator.index(keep)
-        except TypeError:
-            raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}") from None
-        if keep < 1:
-            raise ValueError(f"keep must be None or an integer >= 1, got {keep!r}")
+        keep = _integer("keep", keep, 1)
     directory = Path(directory).absolute()
     for later in _epochs(directory):
         if later > epoch:

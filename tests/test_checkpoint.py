@@ -322,3 +322,13 @@ def test_killed_save_leaves_the_previous_checkpoint(tmp_path):
     checkpoint.save_epoch(tmp_path, 2, run_state(2))
     assert not unfinished.exists()
     assert checkpoint.restore_latest(tmp_path, run_state())[0] == 2
+
+
+@pytest.mark.parametrize(
+    "epoch, keep, match",
+    [(-1, 3, "epoch"), (1.5, 3, "epoch"), (1, 0, "keep"), (1, 2.0, "keep")],
+)
+def test_save_epoch_rejects_bad_arguments(tmp_path, epoch, keep, match):
+    with pytest.raises(ValueError, match=match):
+        checkpoint.save_epoch(tmp_path, epoch, run_state(1), keep=keep)
+    assert checkpoint.latest_epoch(tmp_path) is None
