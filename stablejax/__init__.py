@@ -39,6 +39,7 @@ from stablejax.optimizers import (
     rmsprop,
     set_learning_rate,
     sgd,
+    switch,
 )
 from stablejax.plateau import (
     EarlyStoppingState,
@@ -99,6 +100,7 @@ __all__ = [
     "rmsprop",
     "set_learning_rate",
     "sgd",
+    "switch",
     "EarlyStoppingState",
     "ReduceOnPlateauState",
     "early_stopping",

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from stablejax import nn
+from stablejax.optimizers import SwitchState, switch
 
 __all__ = [
     "reuse",
@@ -161,49 +160,6 @@ def _zero_outside(tx: optax.GradientTransformation, predicate: Predicate):
         {"train": tx, "frozen": optax.set_to_zero()},
         lambda params: labels(params, predicate, "train", "frozen"),
     )
-
-
-class SwitchState(NamedTuple):
-    """State of :func:`switch`: the step count and both inner states."""
-
-    count: jax.Array  # int32
-    first: optax.OptState
-    then: optax.OptState
-
-
-def switch(
-    first: optax.GradientTransformation,
-    then: optax.GradientTransformation,
-    boundary: int,
-) -> optax.GradientTransformation:
-    """Runs ``first`` for the first ``boundary`` updates, ``then`` afterwards.
-
-    The phase is chosen by the step count inside the compiled update (``lax.cond``), so
-    nothing is recompiled at the switch. ``then``'s state starts fresh at the switch
-    (it is initialised at the start and untouched until then), as a Keras recompile
-    does; ``first``'s state is kept in the optimizer state but no longer used.
-    """
-    if not (isinstance(boundary, int) and boundary >= 0):
-        raise ValueError(f"boundary must be an integer >= 0, got {boundary!r}")
-
-    def init_fn(params):
-        return SwitchState(jnp.zeros((), jnp.int32), first.init(params), then.init(params))
-
-    def update_fn(updates, state, params=None):
-        def run_first(_):
-            new, inner = first.update(updates, state.first, params)
-            return new, inner, state.then
-
-        def run_then(_):
-            new, inner = then.update(updates, state.then, params)
-            return new, state.first, inner
-
-        new, first_state, then_state = jax.lax.cond(
-            state.count < boundary, run_first, run_then, None
-        )
-        return new, SwitchState(optax.safe_increment(state.count), first_state, then_state)
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def freeze_then_finetune(

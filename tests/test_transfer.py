@@ -199,3 +199,17 @@ def test_freeze_then_finetune_clips_the_whole_tree_after_the_switch():
     updates, state = tx.update(grads, state, params)  # phase 2: one global norm of 1
     norm = jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree.leaves(updates)))
     np.testing.assert_allclose(norm, 1.0, rtol=1e-6)
+
+
+def test_fit_history_reports_the_rate_of_each_phase(trained_a, task_b):
+    path, _ = trained_a
+    model_a = checkpoint.load_model(path, _model_a())
+    model_b = transfer.reuse(model_a, _head())
+    steps = sj.data.num_batches(len(task_b[0]), 128)
+    tx = transfer.freeze_then_finetune(
+        model_b, transfer.not_matching(transfer.reused_paths(model_a)),
+        frozen_steps=2 * steps, first=sj.sgd(1e-2), then=sj.sgd(1e-4),
+    )
+    history = sj.fit(model_b, tx, task_b, epochs=4, batch_size=128, verbose=0,
+                     loss="binary_crossentropy")
+    np.testing.assert_allclose(history.history["lr"], [1e-2, 1e-2, 1e-4, 1e-4], rtol=1e-6)
