@@ -26,6 +26,7 @@ from stablejax import activations, initializers
 __all__ = [
     "batch_norm",
     "BatchNorm",
+    "FrozenCalls",
     "Dense",
     "Activation",
     "PReLU",
@@ -117,6 +118,10 @@ def batch_norm(
     return y.astype(x.dtype), new_stats
 
 
+class FrozenCalls(nnx.Variable):
+    """A batch-norm layer's count of training calls still to run frozen (not trainable)."""
+
+
 class BatchNorm(nnx.BatchNorm):
     """``flax.nnx.BatchNorm`` with Keras's defaults and semantics.
 
@@ -200,20 +205,44 @@ class BatchNorm(nnx.BatchNorm):
             "bias": None if self.bias is None else self.bias[...],
         }
         stats = {"mean": self.mean[...], "var": self.var[...]}
-        y, new_stats = batch_norm(
-            x,
-            params,
-            stats,
-            training=training,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            axis=self.axis,
-            axis_name=self.axis_name,
-        )
+
+        def normalise(training: bool):
+            return batch_norm(
+                x,
+                params,
+                stats,
+                training=training,
+                momentum=self.momentum,
+                epsilon=self.epsilon,
+                axis=self.axis,
+                axis_name=self.axis_name,
+            )
+
+        y, new_stats = normalise(training)
+        if training and getattr(self, "frozen_calls", None) is not None:
+            # Frozen for the first calls of a freeze-then-fine-tune run: inference mode,
+            # chosen inside the compiled step so that the switch needs no recompilation.
+            remaining = self.frozen_calls[...]
+            frozen = remaining > 0
+            y = jnp.where(frozen, normalise(False)[0], y)
+            new_stats = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), stats,
+                                     new_stats)
+            self.frozen_calls[...] = jnp.maximum(remaining - 1, 0)
         if training:
             self.mean[...] = new_stats["mean"]
             self.var[...] = new_stats["var"]
         return y
+
+    def freeze_for(self, calls: int) -> None:
+        """Runs the next ``calls`` training-mode calls in inference mode, then trains.
+
+        The count is a variable of the layer (``frozen_calls``, not trainable), so it is
+        saved and resumed with the model; one training step calls each layer once, so
+        ``calls`` is a number of steps. Used by ``stablejax.transfer.freeze_then_finetune``.
+        """
+        if not (isinstance(calls, int) and calls >= 0):
+            raise ValueError(f"calls must be an integer >= 0, got {calls!r}")
+        self.frozen_calls = FrozenCalls(jnp.asarray(calls, jnp.int32))
 
 
 class PReLU(nnx.Module):

@@ -114,8 +114,9 @@ def _check_some_trainable(model: nnx.Module, predicate: Predicate) -> list[str]:
     return frozen
 
 
-def _freeze_batch_norms(model: nnx.Module, frozen: set[str]) -> None:
-    # Keras semantics: a frozen batch-norm layer runs in inference mode.
+def _frozen_batch_norms(model: nnx.Module, frozen: set[str]) -> list[nn.BatchNorm]:
+    """The batch-norm layers whose gamma and beta are all among the ``frozen`` paths."""
+    found = []
     for path, module in nnx.iter_modules(model):
         if isinstance(module, nn.BatchNorm):
             owned = [
@@ -124,7 +125,8 @@ def _freeze_batch_norms(model: nnx.Module, frozen: set[str]) -> None:
                 if getattr(module, name, None) is not None
             ]
             if all(name in frozen for name in owned):
-                module.trainable = False
+                found.append(module)
+    return found
 
 
 def freeze(
@@ -151,7 +153,9 @@ def freeze(
     predicate = _predicate(trainable)
     frozen = _check_some_trainable(model, predicate)
     if freeze_batch_norm:
-        _freeze_batch_norms(model, set(frozen))
+        # Keras semantics: a frozen batch-norm layer runs in inference mode.
+        for layer in _frozen_batch_norms(model, set(frozen)):
+            layer.trainable = False
     return _zero_outside(tx, predicate)
 
 
@@ -185,12 +189,13 @@ def freeze_then_finetune(
     statistics and the step count; ``then`` starts with a fresh state, exactly like
     Keras's recompile in the notes' recipe (which also resets the optimizer).
 
-    Warning:
-      Batch-norm layers among the reused ones keep training-mode statistics in the
-      first phase (their mode is part of the compiled program); Keras would run them
-      in inference mode while frozen. Use :func:`freeze` with a separate ``fit`` when
-      that matters.
+    Batch-norm layers among the reused ones run in inference mode during the first
+    phase, as Keras runs frozen ones, and train from the switch on
+    (:meth:`stablejax.nn.BatchNorm.freeze_for`); this adds a counter variable to them,
+    so call this before ``sj.train.init_state`` or ``fit``.
     """
     predicate = _predicate(trainable)
-    _check_some_trainable(model, predicate)
+    frozen = _check_some_trainable(model, predicate)
+    for layer in _frozen_batch_norms(model, set(frozen)):
+        layer.freeze_for(frozen_steps)
     return switch(_zero_outside(first, predicate), then, frozen_steps)

@@ -223,3 +223,29 @@ def test_callable_activation_without_a_known_name_falls_back_to_glorot_everywher
         w = np.asarray(dense.kernel[...])
         assert abs(w.var() - 2 / 700) < 5 * (2 / 700) * math.sqrt(2.0 / w.size)
         assert np.abs(w).max() <= math.sqrt(6 / 700)  # uniform
+
+
+def test_freeze_for_runs_frozen_then_trains_inside_jit():
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    bn(X)  # moving statistics now Keras's (see KERAS_MOVING_*)
+    bn.freeze_for(2)
+    graphdef, state = nnx.split(bn)
+
+    @jax.jit
+    def call(state):
+        layer = nnx.merge(graphdef, state, copy=True)
+        return layer(X), nnx.state(layer)
+
+    outputs = []
+    for _ in range(3):
+        y, state = call(state)
+        outputs.append((np.asarray(y), np.asarray(state["mean"][...])))
+    for y, mean in outputs[:2]:  # frozen: inference output, statistics kept
+        np.testing.assert_allclose(y, KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(mean, KERAS_MOVING_MEAN, rtol=1e-6)
+    y, mean = outputs[2]  # then training mode again: batch statistics, updated averages
+    np.testing.assert_allclose(y, KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(mean, 0.99 * np.asarray(KERAS_MOVING_MEAN) + 0.01 * np.array([4, 5]),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="calls"):
+        bn.freeze_for(-1)

@@ -144,15 +144,20 @@ def test_freeze_then_finetune_switches_inside_one_fit(trained_a, task_b):
     state = train.init_state(model_b, tx)
     step = train.make_train_step(model_b, tx, "binary_crossentropy")
     x, y = task_b
-    kernels = []
+    stats_before = np.array(state.rest["layers"][3]["mean"][...])
+    kernels, means = [], []
     full = len(x) // 64  # whole batches only: one shape, one compiled program
     for i in range(2 * steps + 3):
         batch = slice((i % full) * 64, (i % full) * 64 + 64)
         state, _ = step(state, (x[batch], y[batch]))
         kernels.append(np.array(state.params["layers"][2]["kernel"][...]))
+        means.append(np.array(state.rest["layers"][3]["mean"][...]))
     assert step._cache_size() == 1  # one program for both phases
-    for k in kernels[: 2 * steps]:
+    for k, m in zip(kernels[: 2 * steps], means[: 2 * steps], strict=True):
         np.testing.assert_array_equal(k, saved["layers"][2]["kernel"])
+        # reused batch norm runs in inference mode while frozen, as Keras's
+        np.testing.assert_array_equal(m, stats_before)
+    assert not np.array_equal(means[-1], stats_before)  # and trains after the switch
     assert not np.array_equal(kernels[-1], saved["layers"][2]["kernel"])
     # the fine-tuning phase moves the reused weights by lr 1e-4 steps: small changes
     assert np.abs(kernels[-1] - saved["layers"][2]["kernel"]).max() < 1e-2
