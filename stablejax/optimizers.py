@@ -193,7 +193,6 @@ def _active_phase(opt_state):
 
 
 def _injected(opt_state) -> list[tuple[str, optax.InjectStatefulHyperparamsState]]:
-    opt_state = _active_phase(opt_state)
     is_injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
     return [
         (jax.tree_util.keystr(path), s)
