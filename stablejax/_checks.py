@@ -7,6 +7,7 @@ again with JAX arrays (tracers under ``jit``), which cannot be compared in Pytho
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable
 
 
@@ -31,3 +32,18 @@ def check_range(name, value, low, high, *, low_open=False, high_open=False) -> N
         lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
         interval,
     )
+
+
+def index(name: str, value, low: int) -> int:
+    """Returns ``value`` as an int after checking that it is an integer >= ``low``.
+
+    Unlike the checks above it rejects arrays too: it is for counts and sizes that are
+    never traced (epochs, batch sizes, seeds).
+    """
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value

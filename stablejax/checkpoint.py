@@ -26,7 +26,6 @@ Every failure to read a checkpoint raises `CheckpointError`, whose message names
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 import shutil
@@ -40,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from stablejax._checks import index
 
 __all__ = [
     "CheckpointError",
@@ -314,16 +315,6 @@ def _epochs(directory: Path) -> list[int]:
     return sorted(found)
 
 
-def _integer(name: str, value, low: int) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def save_epoch(
     directory: str | os.PathLike, epoch: int, state: Any, *, keep: int | None = 3
 ) -> Path:
@@ -338,9 +329,9 @@ def save_epoch(
     Returns:
       The path of the new checkpoint.
     """
-    epoch = _integer("epoch", epoch, 0)
+    epoch = index("epoch", epoch, 0)
     if keep is not None:
-        keep = _integer("keep", keep, 1)
+        keep = index("keep", keep, 1)
     directory = Path(directory).absolute()
     for later in _epochs(directory):
         if later > epoch:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import gzip
 import math
-import operator
 import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
+
+from stablejax._checks import index
 
 __all__ = [
     "Split",
@@ -50,17 +51,6 @@ class Splits(NamedTuple):
     train: Split
     valid: Split
     test: Split
-
-
-def _index(name: str, value, low: int) -> int:
-    """Returns `value` as an int after checking that it is an integer >= `low`."""
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -106,7 +96,7 @@ def digits(
         raise ValueError(
             f"validation + test must be < 1 to leave training data, got {validation} + {test}"
         )
-    seed = _index("seed", seed, 0)
+    seed = index("seed", seed, 0)
     dtype = _float_dtype(dtype)
 
     from sklearn.datasets import load_digits
@@ -210,7 +200,7 @@ def fashion_mnist(path: str | os.PathLike, *, validation: int = 5000, dtype=np.f
     Reference: Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
-    validation = _index("validation", validation, 0)
+    validation = index("validation", validation, 0)
     dtype = _float_dtype(dtype)
     directory = os.path.abspath(path)
     found, missing = [], []
@@ -268,10 +258,10 @@ def synthetic_classification(
     `noise` towards 1 to make them overlap. Deterministic in `seed`; x is float32,
     y int32.
     """
-    n = _index("n", n, 1)
-    num_features = _index("num_features", num_features, 1)
-    num_classes = _index("num_classes", num_classes, 2)
-    seed = _index("seed", seed, 0)
+    n = index("n", n, 1)
+    num_features = index("num_features", num_features, 1)
+    num_classes = index("num_classes", num_classes, 2)
+    seed = index("seed", seed, 0)
     if not noise >= 0.0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)
@@ -287,8 +277,8 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
 
     ``n // batch_size`` if `drop_last`, else ``ceil(n / batch_size)``.
     """
-    n = _index("n", n, 0)
-    batch_size = _index("batch_size", batch_size, 1)
+    n = index("n", n, 0)
+    batch_size = index("batch_size", batch_size, 1)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -298,9 +288,9 @@ def epoch_order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) 
     ``arange(n)`` without `shuffle`. Each (seed, epoch) has its own order and always the
     same one, so a resumed run sees the batches it would have seen.
     """
-    n = _index("n", n, 0)
-    seed = _index("seed", seed, 0)
-    epoch = _index("epoch", epoch, 0)
+    n = index("n", n, 0)
+    seed = index("seed", seed, 0)
+    epoch = index("epoch", epoch, 0)
     return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
 
 
@@ -320,7 +310,7 @@ def batches(
     `drop_last` drops it; `num_batches` gives the count. Arguments are checked when
     called, not at the first batch.
     """
-    batch_size = _index("batch_size", batch_size, 1)
+    batch_size = index("batch_size", batch_size, 1)
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")

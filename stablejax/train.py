@@ -35,6 +35,7 @@ import optax
 from flax import nnx
 
 from stablejax import checkpoint, clipping, data, losses, optimizers, plateau
+from stablejax._checks import index
 
 __all__ = [
     "TrainState",
@@ -495,15 +496,14 @@ def fit(
     Raises:
       NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
     """
-    for name, value, low in (
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 1),
-        ("keep", keep, 1),
-        ("steps_per_call", steps_per_call, 1),
-        ("max_consecutive_skips", max_consecutive_skips, 1),
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("keep", keep),
+        ("steps_per_call", steps_per_call),
+        ("max_consecutive_skips", max_consecutive_skips),
     ):
-        if not (isinstance(value, int | np.integer) and value >= low):
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        index(name, value, 1)
     if verbose not in (0, 1):
         raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
     x, y = _as_split(train_data)
