@@ -128,7 +128,7 @@ def main() -> None:
                     rows.setdefault(label, []).append(t)
             scan_model = model()
             tx = make_tx()
-            run = train._make_run(nnx.graphdef(scan_model), tx, LOSS, None)
+            run = sj.steps.make_train_scan(scan_model, tx, LOSS)
             state = train.init_state(scan_model, tx)
             xs, ys = x.reshape(-1, 28, 28), y.reshape(-1)
             index = jnp.arange(steps * batch_size, dtype=jnp.int32).reshape(-1, 32, batch_size)

@@ -6,21 +6,26 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 
     import optax, stablejax as sj
     tx = optax.chain(sj.clip_by_global_norm(1.0), sj.nadam(1e-3))
+
+Importing the package loads only the pure core (JAX and Optax). The modules that need
+Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``train``,
+``checkpoint``, ``data``, ``transfer``, ``cli``) and ``sj.fit`` load on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from stablejax import (
     activations,
-    checkpoint,
     clipping,
-    data,
     initializers,
     losses,
-    nn,
     optimizers,
     plateau,
     schedules,
-    train,
-    transfer,
+    stopping,
     transforms,
 )
 from stablejax.clipping import (
@@ -42,9 +47,7 @@ from stablejax.optimizers import (
     switch,
 )
 from stablejax.plateau import (
-    EarlyStoppingState,
     ReduceOnPlateauState,
-    early_stopping,
     observe,
     plateau_scale,
     reduce_on_plateau,
@@ -57,7 +60,7 @@ from stablejax.schedules import (
     power_decay,
     warmup,
 )
-from stablejax.train import fit
+from stablejax.stopping import EarlyStoppingState, early_stopping
 from stablejax.transforms import (
     ScaleByAdagradState,
     ScaleByAdamState,
@@ -71,19 +74,48 @@ from stablejax.transforms import (
     scale_by_rmsprop,
 )
 
+if TYPE_CHECKING:
+    from stablejax import callbacks, checkpoint, data, loop, nn, steps, train, transfer
+    from stablejax.loop import fit
+
 __version__ = "0.1.0"
+
+# Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
+_LAZY_MODULES = (
+    "callbacks", "checkpoint", "cli", "data", "loop", "nn", "steps", "train", "transfer",
+)
+_LAZY_NAMES = {"fit": "loop"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"stablejax.{name}")
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"stablejax.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stablejax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
+
 
 __all__ = [
     "activations",
+    "callbacks",
     "checkpoint",
     "clipping",
     "data",
     "initializers",
+    "loop",
     "losses",
     "nn",
     "optimizers",
     "plateau",
     "schedules",
+    "steps",
+    "stopping",
     "train",
     "transfer",
     "transforms",

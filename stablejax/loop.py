@@ -1,0 +1,303 @@
+"""``fit`` and ``evaluate``: Keras's training loop over the compiled steps.
+
+::
+
+    >>> import stablejax as sj
+    >>> from flax import nnx
+    >>> data = sj.data.synthetic_classification(64, num_features=4, num_classes=2)
+    >>> model = sj.nn.mlp([8], input_shape=(4,), output_size=2, rngs=nnx.Rngs(0))
+    >>> history = sj.fit(model, sj.adam(1e-2), data, epochs=2, batch_size=16, verbose=0)
+    >>> sorted(history.history), history.epoch
+    (['accuracy', 'loss', 'lr', 'skipped'], [0, 1])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from stablejax import checkpoint, data, optimizers
+from stablejax._checks import index
+from stablejax.callbacks import Callback
+from stablejax.steps import (
+    Loss,
+    Metrics,
+    TrainState,
+    init_state,
+    make_eval_step,
+    make_train_scan,
+    update_model,
+)
+
+__all__ = ["fit", "evaluate", "History", "NonFiniteError"]
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised by :func:`fit` after too many consecutive non-finite updates.
+
+    ``state`` is the run state when training stopped: skipped updates change nothing, so
+    it holds the last finite parameters, statistics and optimizer state.
+    """
+
+    def __init__(self, message: str, state: TrainState):
+        super().__init__(message)
+        self.state = state
+
+
+@dataclass
+class History:
+    """What ``fit`` returns: ``history[key]`` is one value per epoch (Keras's ``History``).
+
+    ``state`` is the final :class:`~stablejax.steps.TrainState`; ``epoch`` the list of
+    epoch indices.
+    """
+
+    history: dict[str, list[float]]
+    epoch: list[int]
+    state: TrainState
+
+
+def fit(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    train_data: tuple[Any, Any],
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    validation_data: tuple[Any, Any] | None = None,
+    loss: Loss = "sparse_categorical_crossentropy",
+    metrics: Metrics | None = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep: int = 3,
+    seed: int = 0,
+    verbose: int = 1,
+    shuffle: bool = True,
+    steps_per_call: int = 32,
+    max_consecutive_skips: int = 10,
+    state: TrainState | None = None,
+) -> History:
+    """Trains ``model`` with ``tx`` for ``epochs`` epochs, like Keras's ``model.fit``.
+
+    Each epoch shuffles the training set from ``(seed, epoch)``, runs the compiled train
+    step over its batches (``steps_per_call`` steps per compiled call, a ``lax.scan``
+    over batches held on the device), then evaluates ``validation_data`` in inference
+    mode. The same seed gives bitwise the same history. ``model`` is updated in place at
+    the end (and when a ``NonFiniteError`` is raised, with the last finite state).
+
+    History keys: ``loss`` and each metric (``accuracy`` for the cross-entropies), their
+    ``val_`` versions, ``lr`` (the learning rate the last update used, when the
+    optimizer exposes it) and ``skipped`` (non-finite updates skipped in the epoch).
+
+    With ``checkpoint_dir`` the whole run state and history are saved after every epoch
+    (the last ``keep`` kept); when the directory already holds a checkpoint the run
+    resumes from it, so ``epochs`` is the total, not the number still to run, and
+    schedules, plateau state and early stopping continue exactly.
+
+    Args:
+      model: a ``flax.nnx`` model.
+      tx: the optimizer.
+      train_data: ``(x, y)`` arrays (or a ``stablejax.data.Split``).
+      epochs: total number of epochs, >= 1.
+      batch_size: samples per update, >= 1 (the last batch may be smaller).
+      validation_data: ``(x, y)`` evaluated after each epoch.
+      loss: a name from ``stablejax.losses.LOSSES`` or a callable.
+      metrics: ``{name: fn(outputs, targets)}``; default accuracy for cross-entropies.
+      callbacks: :class:`~stablejax.callbacks.Callback` instances, e.g.
+        ``ReduceLROnPlateau``, ``EarlyStopping``, ``LearningRateScheduler``.
+      checkpoint_dir: directory for per-epoch checkpoints and resumption.
+      keep: checkpoints kept, >= 1.
+      seed: shuffling seed.
+      verbose: 0 silent, 1 a progress bar per epoch.
+      shuffle: shuffle the training set each epoch.
+      steps_per_call: train steps per compiled call, >= 1.
+      max_consecutive_skips: raise :class:`NonFiniteError` after this many consecutive
+        non-finite updates, >= 1.
+      state: start from this :class:`~stablejax.steps.TrainState` instead of a fresh one
+        (its buffers are donated: do not use it afterwards).
+
+    Raises:
+      NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
+    """
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("keep", keep),
+        ("steps_per_call", steps_per_call),
+        ("max_consecutive_skips", max_consecutive_skips),
+    ):
+        index(name, value, 1)
+    if verbose not in (0, 1):
+        raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+    x, y = _as_split(train_data)
+    valid = None if validation_data is None else _as_split(validation_data)
+    callbacks = _as_callbacks(callbacks)
+
+    state = init_state(model, tx) if state is None else state
+    for i, cb in enumerate(callbacks):
+        state.callbacks[str(i)] = cb.init(state)
+    history: dict[str, list[float]] = {}
+    if checkpoint_dir is not None:
+        found = checkpoint.restore_latest(checkpoint_dir, state)
+        if found is not None:
+            _, state, saved = found
+            history = saved or {}
+
+    run = make_train_scan(model, tx, loss, metrics=metrics)
+    eval_step = make_eval_step(model, loss, metrics=metrics)
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    epoch_rows = _Batching(len(x), batch_size, steps_per_call, shuffle, seed)
+    # A resumed run that early stopping had already ended stays ended.
+    stop = any(isinstance(own, dict) and bool(own.get("stopped", False))
+               for own in state.callbacks.values())
+    try:
+        while int(state.epoch) < epochs and not stop:
+            epoch = int(state.epoch)
+            for i, cb in enumerate(callbacks):
+                state = cb.on_epoch_begin(state, state.callbacks[str(i)], epoch)
+            bar = _progress(epoch, epochs, epoch_rows.steps, verbose)
+            try:
+                state, logs = _train_epoch(
+                    run, state, x_dev, y_dev, epoch_rows.chunks(epoch), max_consecutive_skips,
+                    bar,
+                )
+            except NonFiniteError as e:
+                state = e.state  # the input state was donated
+                raise
+            if valid is not None:
+                val = _evaluate(eval_step, state, *valid, batch_size=max(batch_size, 1024))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            try:
+                logs["lr"] = float(optimizers.current_learning_rate(state.opt_state))
+            except ValueError:  # the optimizer exposes no single learning rate
+                pass
+            if bar is not None:
+                bar.set_postfix({k: v for k, v in logs.items() if k != "skipped"})
+                bar.close()
+            for k, v in logs.items():
+                history.setdefault(k, []).append(v)
+            for i, cb in enumerate(callbacks):
+                state, own, wants_stop = cb.on_epoch_end(state, state.callbacks[str(i)], logs)
+                state.callbacks[str(i)] = own
+                stop = stop or wants_stop
+            state = state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+            if checkpoint_dir is not None:
+                checkpoint.save_epoch(checkpoint_dir, epoch + 1, state, history=history,
+                                      keep=keep)
+        for i, cb in enumerate(callbacks):
+            state = cb.on_train_end(state, state.callbacks[str(i)])
+    finally:
+        update_model(model, state)
+    return History(history, list(range(len(history.get("loss", [])))), state)
+
+
+def evaluate(
+    model: nnx.Module,
+    state: TrainState,
+    data_split: tuple[Any, Any],
+    *,
+    loss: Loss = "sparse_categorical_crossentropy",
+    metrics: Metrics | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Loss and metrics of ``state`` on ``(x, y)`` in inference mode, sample-weighted."""
+    x, y = _as_split(data_split)
+    return _evaluate(make_eval_step(model, loss, metrics=metrics), state, x, y, batch_size)
+
+
+def _as_split(split: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = split
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"inputs and targets differ in length: {len(x)} != {len(y)}")
+    return x, y
+
+
+def _as_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(
+                f"callbacks must be stablejax.callbacks.Callback instances, got {cb!r}"
+            )
+    return callbacks
+
+
+class _Batching:
+    """An epoch's batches as rows of sample indices, grouped into compiled calls."""
+
+    def __init__(self, n: int, batch_size: int, steps_per_call: int, shuffle: bool, seed: int):
+        self.n, self.batch_size, self.steps_per_call = n, batch_size, steps_per_call
+        self.shuffle, self.seed = shuffle, seed
+        self.steps = data.num_batches(n, batch_size, drop_last=False)
+
+    def chunks(self, epoch: int) -> list[np.ndarray]:
+        """The index rows of each compiled call of ``epoch``; the last batch may be short."""
+        order = data.epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=epoch)
+        full = self.n // self.batch_size
+        rows = order[: full * self.batch_size].reshape(full, self.batch_size)
+        chunks = [rows[i : i + self.steps_per_call] for i in range(0, full, self.steps_per_call)]
+        if self.n % self.batch_size:
+            chunks.append(order[full * self.batch_size :][None, :])
+        return chunks
+
+
+def _train_epoch(run, state, x, y, chunks, max_consecutive_skips, bar):
+    """Runs one epoch's compiled calls; returns the state and the epoch's mean logs."""
+    totals: dict[str, float] = {}
+    for chunk in chunks:
+        # The callbacks' state stays out of the donated buffers.
+        own = state.callbacks
+        state, out = run(state._replace(callbacks={}), x, y, jnp.asarray(chunk, jnp.int32))
+        state = state._replace(callbacks=own)
+        out = {k: float(v) for k, v in out.items()}
+        longest = int(out.pop("max_skips"))
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + v
+        if longest >= max_consecutive_skips:
+            raise NonFiniteError(
+                f"{longest} consecutive updates had a non-finite loss or gradient (epoch "
+                f"{int(state.epoch)}, step {int(state.step)}); the model holds the last "
+                "finite state. Lower the learning rate or clip gradients.",
+                state,
+            )
+        if bar is not None:
+            bar.update(len(chunk))
+            bar.set_postfix(_means(totals), refresh=False)
+    logs = _means(totals)
+    logs["skipped"] = totals.get("skipped", 0.0)
+    return state, logs
+
+
+def _means(totals: dict[str, float]) -> dict[str, float]:
+    count = totals.get("count", 0.0)
+    return {
+        k: (v / count if count else float("nan"))
+        for k, v in totals.items()
+        if k not in ("count", "skipped")
+    }
+
+
+def _evaluate(eval_step, state, x, y, batch_size) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = eval_step(state, (xb, yb))
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(xb)
+    return {k: v / len(x) for k, v in totals.items()}
+
+
+def _progress(epoch: int, epochs: int, steps: int, verbose: int) -> Any:
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=True)
