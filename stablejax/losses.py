@@ -1,9 +1,11 @@
 """Losses and metrics with Keras's conventions, as pure functions ``(outputs, targets) -> scalar``.
 
-Every loss returns the mean over the batch. The ``*_from_probabilities`` forms take a
-model that ends in ``softmax`` or ``sigmoid`` (as the notes' models do) and clip the
-probabilities to ``[1e-7, 1 - 1e-7]`` like Keras; the ``*_from_logits`` forms are the
-numerically safer choice for a model without an output activation.
+Every loss returns the mean over the batch. The ``*_from_logits`` forms are
+``optax.losses`` (which returns one loss per example) averaged; they are the
+numerically safer choice for a model without an output activation. The other forms
+take a model that ends in ``softmax`` or ``sigmoid`` (as the notes' models do) and clip
+the probabilities to ``[1e-7, 1 - 1e-7]`` like Keras; Optax has no probability-input
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -12,65 +14,169 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
 
 # Keras's backend epsilon, used to clip probabilities away from 0 and 1.
 EPSILON = 1e-7
 
 
-def sparse_categorical_crossentropy(probabilities: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean of ``-log p[label]`` for integer labels; ``p`` renormalised and clipped.
+def sparse_categorical_crossentropy(probabilities: ArrayLike, labels: ArrayLike) -> jax.Array:
+    r"""Cross-entropy of class probabilities against integer labels, mean over the batch.
 
-    Keras's ``sparse_categorical_crossentropy(from_logits=False)``: ``p = p / sum(p)``,
-    clipped to ``[1e-7, 1 - 1e-7]``.
+    .. math::
+        L = -\frac{1}{n} \sum_i \log \operatorname{clip}\Big(
+            \frac{p_{i, y_i}}{\sum_k p_{i,k}}, \epsilon, 1 - \epsilon\Big),
+        \qquad \epsilon = 10^{-7}
+
+    Args:
+      probabilities: ``(..., classes)`` probabilities, e.g. a softmax output.
+      labels: ``(...)`` integer class indices.
+
+    Returns:
+      The scalar mean loss.
+
+    Example:
+      >>> p = jnp.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
+      >>> sparse_categorical_crossentropy(p, jnp.array([0, 0]))
+      Array(8.2374, dtype=float32)
+
+    Warning:
+      The numbers of Keras's ``sparse_categorical_crossentropy(from_logits=False)``:
+      the probabilities are renormalised to sum to 1, then clipped, so a probability
+      of 0 for the label costs :math:`-\log 10^{-7} \approx 16.1`, not infinity.
+      PyTorch has no probability-input form (``NLLLoss`` takes log-probabilities)
+      and Optax has none.
     """
-    p = probabilities / jnp.sum(probabilities, axis=-1, keepdims=True)
+    p = jnp.asarray(probabilities)
+    p = p / jnp.sum(p, axis=-1, keepdims=True)
     p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
-    picked = jnp.take_along_axis(p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return -jnp.mean(jnp.log(picked))
+    picked = jnp.take_along_axis(p, jnp.asarray(labels)[..., None].astype(jnp.int32), axis=-1)
+    return -jnp.mean(jnp.log(picked[..., 0]))
 
 
 def sparse_categorical_crossentropy_from_logits(
-    logits: jax.Array, labels: jax.Array
+    logits: ArrayLike, labels: ArrayLike
 ) -> jax.Array:
-    """Mean of ``logsumexp(z) - z[label]`` for integer labels (no clipping needed)."""
-    log_p = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
-    picked = jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return -jnp.mean(picked)
+    r"""Cross-entropy of logits against integer labels, mean over the batch.
 
+    .. math::
+        L = \frac{1}{n} \sum_i \Big(\log \sum_k e^{z_{i,k}} - z_{i, y_i}\Big)
 
-def binary_crossentropy(probabilities: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean of ``-(y log p + (1 - y) log(1 - p))``, ``p`` clipped to ``[1e-7, 1 - 1e-7]``.
+    ``optax.losses.softmax_cross_entropy_with_integer_labels`` averaged, with the
+    logits computed in at least float32 and the labels cast to integers. Nothing is
+    clipped.
 
-    Keras's ``binary_crossentropy(from_logits=False)``, for a sigmoid output. ``targets``
-    of shape ``(n,)`` match outputs of shape ``(n, 1)``.
+    Args:
+      logits: ``(..., classes)`` unnormalised scores.
+      labels: ``(...)`` class indices (integers, or floats holding integers).
+
+    Returns:
+      The scalar mean loss.
+
+    Example:
+      >>> z = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+      >>> sparse_categorical_crossentropy_from_logits(z, jnp.array([0, 2]))
+      Array(0.66908, dtype=float32)
     """
-    p = jnp.clip(probabilities.reshape(targets.shape), EPSILON, 1.0 - EPSILON)
+    logits = jnp.asarray(logits)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def binary_crossentropy(probabilities: ArrayLike, targets: ArrayLike) -> jax.Array:
+    r"""Binary cross-entropy of probabilities, mean over every element.
+
+    .. math::
+        L = -\operatorname{mean}\big(y \log p + (1 - y) \log(1 - p)\big),\qquad
+        p = \operatorname{clip}(p, \epsilon, 1 - \epsilon),\ \epsilon = 10^{-7}
+
+    Args:
+      probabilities: sigmoid outputs; shape ``(n, 1)`` matches ``targets`` of shape
+        ``(n,)``.
+      targets: 0/1 targets (or soft targets in [0, 1]).
+
+    Returns:
+      The scalar mean loss.
+
+    Example:
+      >>> binary_crossentropy(jnp.array([[0.9], [0.2], [1.0]]), jnp.array([1, 0, 0]))
+      Array(5.4236, dtype=float32)
+
+    Warning:
+      The numbers of Keras's ``binary_crossentropy(from_logits=False)``: clipping
+      makes a confident wrong answer cost about 16 (:math:`-\log 10^{-7}`, less
+      a little in float32, where ``1 - 1e-7`` rounds to ``1 - 1.19e-7``), not
+      infinity.
+      PyTorch's ``BCELoss`` instead clamps each log term at -100; Optax has no
+      probability-input form.
+    """
+    targets = jnp.asarray(targets)
+    p = jnp.clip(jnp.asarray(probabilities).reshape(targets.shape), EPSILON, 1.0 - EPSILON)
     y = targets.astype(p.dtype)
     return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
 
 
-def binary_crossentropy_from_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean of ``softplus(z) - y z``, the stable form of binary cross-entropy on logits."""
-    z = logits.reshape(targets.shape)
-    return jnp.mean(jax.nn.softplus(z) - targets.astype(z.dtype) * z)
+def binary_crossentropy_from_logits(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
+    r"""Binary cross-entropy of logits, mean over every element.
+
+    .. math::
+        L = \operatorname{mean}\big(-y \log \sigma(z) - (1 - y) \log \sigma(-z)\big)
+
+    ``optax.losses.sigmoid_binary_cross_entropy`` averaged; stable for any logit.
+
+    Args:
+      logits: unnormalised scores; shape ``(n, 1)`` matches ``targets`` of shape
+        ``(n,)``.
+      targets: 0/1 targets (or soft targets in [0, 1]).
+
+    Returns:
+      The scalar mean loss.
+
+    Example:
+      >>> binary_crossentropy_from_logits(jnp.array([[0.0], [2.0]]), jnp.array([1, 0]))
+      Array(1.41004, dtype=float32)
+    """
+    targets = jnp.asarray(targets)
+    z = jnp.asarray(logits).reshape(targets.shape)
+    return jnp.mean(optax.losses.sigmoid_binary_cross_entropy(z, targets.astype(z.dtype)))
 
 
-def mean_squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean of ``(outputs - targets) ** 2`` over every element."""
-    return jnp.mean(jnp.square(outputs - targets.reshape(outputs.shape)))
+def mean_squared_error(outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
+    """Mean of ``(outputs - targets) ** 2`` over every element.
+
+    ``targets`` are reshaped to the outputs' shape (``(n,)`` against ``(n, 1)``).
+
+    Example:
+      >>> mean_squared_error(jnp.array([[1.0], [2.0]]), jnp.array([0.0, 4.0]))
+      Array(2.5, dtype=float32)
+    """
+    outputs = jnp.asarray(outputs)
+    return jnp.mean(jnp.square(outputs - jnp.asarray(targets).reshape(outputs.shape)))
 
 
-def sparse_categorical_accuracy(outputs: jax.Array, labels: jax.Array) -> jax.Array:
-    """Fraction of samples whose arg-max output equals the integer label."""
+def sparse_categorical_accuracy(outputs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Fraction of samples whose arg-max output equals the integer label.
+
+    Example:
+      >>> sparse_categorical_accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1]))
+      Array(0.5, dtype=float32)
+    """
     return jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(jnp.float32))
 
 
-def binary_accuracy(outputs: jax.Array, targets: jax.Array, threshold: float = 0.5) -> jax.Array:
+def binary_accuracy(outputs: ArrayLike, targets: ArrayLike, threshold: float = 0.5) -> jax.Array:
     """Fraction of samples with ``(output > threshold) == target`` (Keras's threshold 0.5).
 
     For a logits model use ``threshold=0.0``.
+
+    Example:
+      >>> binary_accuracy(jnp.array([[0.2], [0.7], [0.5]]), jnp.array([0, 1, 1]))
+      Array(0.6666667, dtype=float32)
     """
-    predicted = outputs.reshape(targets.shape) > threshold
+    targets = jnp.asarray(targets)
+    predicted = jnp.asarray(outputs).reshape(targets.shape) > threshold
     return jnp.mean((predicted == (targets > 0.5)).astype(jnp.float32))
 
 
@@ -92,8 +198,14 @@ ACCURACY_FOR: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 }
 
 
-def get(name_or_fn: str | Callable) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def get(
+    name_or_fn: str | Callable[[jax.Array, jax.Array], jax.Array],
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """Returns the loss for a name in :data:`LOSSES`, a callable unchanged.
+
+    Example:
+      >>> get("mse") is mean_squared_error
+      True
 
     Raises:
       ValueError: for an unknown name; the message lists the known ones.

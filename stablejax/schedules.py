@@ -14,20 +14,20 @@ Schedules count optimizer *steps* (batches), as Keras 3, Optax and PyTorch's
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.typing import ArrayLike
 
 from stablejax._checks import require, require_int
 
-Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
 
-
-def _as_float(step: jax.typing.ArrayLike) -> jax.Array:
+def _as_float(step: ArrayLike) -> jax.Array:
     return jnp.asarray(step, dtype=jnp.result_type(float))
 
 
@@ -37,7 +37,7 @@ def power_decay(
     c: float = 1.0,
     staircase: bool = False,
     rate: float = 1.0,
-) -> Schedule:
+) -> optax.Schedule:
     r"""Power (inverse-time) scheduling.
 
     .. math::
@@ -58,6 +58,13 @@ def power_decay(
 
     Returns:
       A schedule ``step -> learning rate``.
+
+    Example:
+      >>> schedule = power_decay(0.01, s=10)
+      >>> schedule(jnp.array([0, 10, 20, 30])).tolist()
+      [0.01, 0.005, 0.00333333, 0.0025]
+      >>> power_decay(0.01, s=10, staircase=True)(jnp.array([9, 10, 19])).tolist()
+      [0.01, 0.005, 0.005]
 
     Warning:
       Keras 3 ``InverseTimeDecay(lr0, decay_steps=T, decay_rate=r, staircase)``
@@ -80,7 +87,7 @@ def power_decay(
     require("rate", rate, lambda v: v > 0, "(0, inf)")
     exact_inverse = isinstance(c, numbers.Real) and c == 1
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jax.Array:
         p = _as_float(step) / s
         if staircase:
             p = jnp.floor(p)
@@ -97,7 +104,7 @@ def exponential_decay(
     s: float,
     rate: float = 0.1,
     staircase: bool = False,
-) -> Schedule:
+) -> optax.Schedule:
     r"""Exponential scheduling.
 
     .. math::
@@ -118,10 +125,21 @@ def exponential_decay(
     Returns:
       A schedule ``step -> learning rate``.
 
+    Example:
+      >>> schedule = exponential_decay(1.0, s=2)
+      >>> schedule(jnp.arange(5)).tolist()
+      [1.0, 0.316228, 0.1, 0.0316228, 0.01]
+      >>> exponential_decay(1.0, s=2, staircase=True)(jnp.arange(5)).tolist()
+      [1.0, 1.0, 0.1, 0.1, 0.01]
+
     Note:
       The same numbers as Keras 3 ``ExponentialDecay(lr0, decay_steps=s,
       decay_rate=rate, staircase=...)`` and ``optax.exponential_decay(lr0, s, rate,
-      staircase=...)``. The notes apply the law per *epoch*; per step that is
+      staircase=...)`` (both 0-based, with the same floor). It is not a wrapper of
+      the latter because Optax's factory branches in Python on ``transition_steps``
+      and ``decay_rate``, so it cannot be built with a traced ``s`` or ``rate``
+      (under ``jit`` or ``vmap``, e.g. a sweep over decay rates); this one can.
+      The notes apply the law per *epoch*; per step that is
       ``exponential_decay(lr0, s * steps_per_epoch)``, or use :func:`per_epoch`.
 
     References:
@@ -131,7 +149,7 @@ def exponential_decay(
     require("s", s, lambda v: v > 0, "(0, inf)")
     require("rate", rate, lambda v: v > 0, "(0, inf)")
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jax.Array:
         p = _as_float(step) / s
         if staircase:
             p = jnp.floor(p)
@@ -144,7 +162,7 @@ def piecewise_constant(
     boundaries: Sequence[float],
     values: Sequence[float],
     inclusive: str = "right",
-) -> Schedule:
+) -> optax.Schedule:
     r"""Piecewise-constant scheduling.
 
     With ``inclusive="right"`` (the default, Keras's convention):
@@ -169,13 +187,22 @@ def piecewise_constant(
     Returns:
       A schedule ``step -> value``.
 
+    Example:
+      >>> steps = jnp.arange(7)
+      >>> piecewise_constant([2, 5], [1.0, 0.5, 0.25])(steps).tolist()
+      [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+      >>> piecewise_constant([2, 5], [1.0, 0.5, 0.25], inclusive="left")(steps).tolist()
+      [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+
     Warning:
       Keras 3 ``PiecewiseConstantDecay(boundaries, values)`` is right-inclusive:
       ``[2, 5], [1, 0.5, 0.1]`` gives ``1, 1, 1, 0.5, 0.5, 0.5, 0.1`` for steps
       0..6. ``optax.piecewise_constant_schedule`` (which takes multiplicative
       scales, not values), PyTorch ``MultiStepLR`` and an epoch function written
       ``if epoch < 5: ...`` switch at ``step >= b``, one step earlier: use
-      ``inclusive="left"`` for those.
+      ``inclusive="left"`` for those. It is not a wrapper of Optax's schedule:
+      rebuilding values from products of scales would round them (and cannot
+      express a value of 0 followed by a non-zero one).
 
     References:
       Géron, *Hands-On Machine Learning*, ch. 11 (piecewise constant scheduling).
@@ -193,7 +220,7 @@ def piecewise_constant(
         raise ValueError(f"boundaries={boundaries!r} must be strictly increasing")
     side = "left" if inclusive == "right" else "right"
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jax.Array:
         float_dtype = jnp.result_type(float)
         # searchsorted counts the boundaries below the step (side="left": b < t,
         # so the step equal to a boundary keeps the previous value).
@@ -206,10 +233,10 @@ def piecewise_constant(
 
 
 def per_epoch(
-    schedule: Callable[[int], float],
+    schedule: Callable[[Any], ArrayLike],
     steps_per_epoch: int,
     num_epochs: int | None = None,
-) -> Schedule:
+) -> optax.Schedule:
     r"""Runs a function of the epoch as a per-step schedule.
 
     .. math::
@@ -238,6 +265,15 @@ def per_epoch(
     Returns:
       A jit-safe schedule ``step -> learning rate``.
 
+    Example:
+      >>> def halve_after_two(epoch):
+      ...     return 0.1 if epoch < 2 else 0.05
+      >>> schedule = per_epoch(halve_after_two, steps_per_epoch=2, num_epochs=3)
+      >>> schedule(jnp.arange(7)).tolist()
+      [0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05]
+      >>> per_epoch(lambda epoch: 0.1 * 0.5**epoch, steps_per_epoch=2)(jnp.arange(6)).tolist()
+      [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+
     Warning:
       Keras's ``LearningRateScheduler`` also accepts ``schedule(epoch, lr)``; here
       the function must take the epoch only. Because the epoch is derived from the
@@ -256,27 +292,21 @@ def per_epoch(
                 "in Python, for example); pass num_epochs to tabulate it instead"
             ) from error
 
-        def traced_schedule(step):
+        def traced_schedule(step: ArrayLike) -> jax.Array:
             epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.int32)
             return jnp.asarray(schedule(epoch), jnp.result_type(float))
 
         return traced_schedule
 
     require_int("num_epochs", num_epochs, 1)
-    table = np.asarray([float(schedule(epoch)) for epoch in range(int(num_epochs))])
+    table = np.asarray([float(np.asarray(schedule(epoch))) for epoch in range(int(num_epochs))])
 
-    def step_schedule(step):
+    def step_schedule(step: ArrayLike) -> jax.Array:
         epoch = jnp.asarray(step) // steps_per_epoch
         epoch = jnp.clip(epoch, 0, len(table) - 1).astype(jnp.int32)
         return jnp.asarray(table, jnp.result_type(float))[epoch]
 
     return step_schedule
-
-
-def _interpolate(start, end, fraction, anneal_strategy):
-    if anneal_strategy == "cos":
-        return end + (start - end) / 2.0 * (1.0 + jnp.cos(math.pi * fraction))
-    return start + (end - start) * fraction
 
 
 def one_cycle(
@@ -286,7 +316,7 @@ def one_cycle(
     anneal_strategy: str = "cos",
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
-) -> Schedule:
+) -> optax.Schedule:
     r"""1cycle scheduling: a warm-up to ``max_lr``, then an anneal far below the start.
 
     With :math:`\eta_0 = \text{max\_lr} / \text{div\_factor}`,
@@ -316,14 +346,26 @@ def one_cycle(
     Returns:
       A schedule ``step -> learning rate``.
 
+    Example:
+      >>> schedule = one_cycle(1.0, total_steps=10, pct_start=0.2, div_factor=10.0,
+      ...                      final_div_factor=100.0)
+      >>> schedule(jnp.array([0, 1, 2, 6, 10, 20])).tolist()
+      [0.1, 0.55, 1.0, 0.5005, 0.001, 0.001]
+      >>> one_cycle(1.0, 10, 0.2, "linear", 10.0, 100.0)(jnp.array([1, 6])).tolist()
+      [0.55, 0.5005]
+
     Warning:
-      The ``"cos"`` schedule equals ``optax.cosine_onecycle_schedule(T, max_lr,
-      pct_start, div_factor, final_div_factor)``: the peak is at step ``w`` and the
-      final value at step ``T``. PyTorch's ``OneCycleLR`` places them one step
-      earlier (peak at ``pct_start * T - 1``, final value at ``T - 1``).
-      ``optax.linear_onecycle_schedule`` is a different, three-phase schedule.
-      Keras has no 1cycle schedule. Smith also cycles the momentum inversely;
-      that is not done here.
+      This is Optax's piecewise interpolation applied elementwise (Optax's
+      schedules take a scalar step): the ``"cos"`` schedule is
+      ``optax.cosine_onecycle_schedule(T, max_lr, pct_start, div_factor,
+      final_div_factor)``, and ``"linear"`` is the same two phases interpolated
+      linearly (``optax.linear_onecycle_schedule`` is a different, three-phase
+      schedule). The peak is at step ``w`` and the final value at step ``T``;
+      PyTorch's ``OneCycleLR`` places them one step earlier (peak at
+      ``pct_start * T - 1``, final value at ``T - 1``). Keras has no 1cycle
+      schedule. Smith also cycles the momentum inversely; that is not done here.
+      Only ``max_lr`` may be a traced array; the other arguments must be Python
+      numbers (Optax checks the factors in Python).
 
     References:
       Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks
@@ -337,27 +379,23 @@ def one_cycle(
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(f"anneal_strategy={anneal_strategy!r} must be one of 'cos', 'linear'")
     total_steps = int(total_steps)
-    rise_steps = int(pct_start * total_steps)
-    initial_lr = max_lr / div_factor
-    final_lr = initial_lr / final_div_factor
-
-    def schedule(step):
-        t = _as_float(step)
-        rising = _interpolate(initial_lr, max_lr, t / max(rise_steps, 1), anneal_strategy)
-        fall_fraction = (t - rise_steps) / max(total_steps - rise_steps, 1)
-        falling = _interpolate(max_lr, final_lr, fall_fraction, anneal_strategy)
-        value = jnp.where(t < total_steps, falling, final_lr)
-        return jnp.where(t < rise_steps, rising, value)
-
-    return schedule
+    scalar_schedule = optax.piecewise_interpolate_schedule(
+        "cosine" if anneal_strategy == "cos" else "linear",
+        max_lr / div_factor,
+        {
+            int(pct_start * total_steps): div_factor,
+            total_steps: 1.0 / (div_factor * final_div_factor),
+        },
+    )
+    return jnp.vectorize(scalar_schedule)
 
 
 def warmup(
-    schedule_or_value: Schedule | float,
+    schedule_or_value: optax.ScalarOrSchedule,
     warmup_steps: int,
     init_value: float = 0.0,
     shift: bool = True,
-) -> Schedule:
+) -> optax.Schedule:
     r"""Linear warm-up followed by a schedule (or a constant).
 
     With :math:`W` = ``warmup_steps`` and :math:`f` the schedule:
@@ -384,6 +422,24 @@ def warmup(
     Returns:
       A schedule ``step -> learning rate``.
 
+    Example:
+      >>> warmup(0.1, warmup_steps=4)(jnp.arange(6)).tolist()
+      [0.0, 0.025, 0.05, 0.075, 0.1, 0.1]
+      >>> decay = exponential_decay(0.1, s=1, rate=0.5)
+      >>> warmup(decay, warmup_steps=2)(jnp.arange(5)).tolist()
+      [0.0, 0.05, 0.1, 0.05, 0.025]
+      >>> warmup(decay, warmup_steps=2, shift=False)(jnp.arange(5)).tolist()
+      [0.0, 0.0125, 0.025, 0.0125, 0.00625]
+
+    Note:
+      With ``shift=True`` the numbers are those of ``optax.join_schedules`` of
+      ``optax.linear_schedule(init_value, f(0), W)`` and ``f`` (so
+      ``warmup(optax.cosine_decay_schedule(peak, D), W, init)`` is
+      ``optax.warmup_cosine_decay_schedule(init, peak, W, W + D)``), up to
+      float32 rounding of the ramp. It is not built from them because Optax
+      has no unshifted form and evaluates ``f`` at negative steps during the
+      ramp.
+
     References:
       Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour",
       2017 (gradual warm-up).
@@ -397,13 +453,13 @@ def warmup(
         require("schedule_or_value", schedule_or_value, lambda v: v >= 0, "[0, inf)")
         constant = schedule_or_value
 
-        def after(step):
+        def after(step: ArrayLike) -> jax.Array:
             return jnp.full(jnp.shape(step), constant, jnp.result_type(float))
 
     ramp_target_step = 0 if shift else warmup_steps
     offset = warmup_steps if shift else 0
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jax.Array:
         t = _as_float(step)
         target = after(ramp_target_step)
         ramp = init_value + (target - init_value) * (t / max(warmup_steps, 1))

@@ -63,3 +63,13 @@ def test_get():
     assert losses.get(jnp.sum) is jnp.sum
     with pytest.raises(ValueError, match="hinge"):
         losses.get("hinge")
+
+
+def test_from_logits_accepts_float_labels_and_low_precision_logits():
+    # Labels stored as floats and bfloat16 logits worked before the losses wrapped
+    # optax.losses (which requires integer labels); they still do, in float32.
+    z = jnp.asarray(LOGITS, jnp.bfloat16)
+    got = losses.sparse_categorical_crossentropy_from_logits(z, LABELS.astype(np.float32))
+    expected = -np.mean(np.log(_softmax(np.asarray(z, np.float64)))[np.arange(6), LABELS])
+    assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(expected, rel=1e-6)

@@ -1,4 +1,4 @@
-"""Schedules against the measured Keras 3 sequences (parity_spec §6), Optax and closed forms."""
+"""Schedules against the measured Keras 3 sequences (docs/parity.md §6), Optax and closed forms."""
 
 import re
 
@@ -27,7 +27,7 @@ def values(schedule, steps=STEPS):
     return np.asarray(schedule(steps))
 
 
-# Measured Keras 3 sequences, steps 0..7 (parity_spec §6).
+# Measured Keras 3 sequences, steps 0..7 (docs/parity.md §6).
 KERAS_EXPONENTIAL = [1, 0.31622776, 0.1, 0.031622776, 0.01, 0.0031622776, 0.001, 0.00031622776]
 KERAS_EXPONENTIAL_STAIRCASE = [1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
 KERAS_INVERSE_TIME = [1, 0.8, 0.66666669, 0.5714286, 0.5, 0.44444445, 0.4, 0.36363637]
