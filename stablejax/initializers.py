@@ -26,15 +26,12 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 Initializer = Callable[..., jax.Array]
 
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
-
-# Standard deviation of N(0, 1) truncated to [-2, 2]; dividing by it makes the
-# truncated draw's standard deviation exactly sqrt(scale / fan).
-_TRUNCATED_STD = 0.87962566103423978
 
 
 def compute_fans(
@@ -57,6 +54,12 @@ def compute_fans(
       in_axis: axis of the input dimension (default -2, the Keras/Flax layout).
       out_axis: axis of the output dimension (default -1).
       batch_axis: axes excluded from the receptive field (e.g. stacked layers).
+
+    Example::
+
+        >>> from stablejax.initializers import compute_fans
+        >>> compute_fans((3, 3, 16, 32))  # a 3x3 convolution, 16 -> 32 channels
+        (144.0, 288.0)
     """
     shape = tuple(int(d) for d in shape)
     if any(d < 0 for d in shape):
@@ -98,15 +101,32 @@ def variance_scaling(
       - ``"normal"``: plain, untruncated N(0, v).
       - ``"uniform"``: U(-sqrt(3 v), +sqrt(3 v)).
 
+    The draw is ``jax.nn.initializers.variance_scaling``'s, bitwise, for float32 and
+    float64 kernels of rank >= 2 (see the warning for the other cases).
+
     The notes' "He initialisation averaged over fan-in and fan-out" is one call:
     ``variance_scaling(2.0, "fan_avg", "uniform")``.
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import variance_scaling
+        >>> init = variance_scaling(2.0, "fan_avg", "uniform")
+        >>> w = init(jax.random.key(0), (400, 300))
+        >>> w.shape, bool(abs(w).max() <= (6 / 350) ** 0.5)
+        ((400, 300), True)
 
     Warning:
       Keras's ``VarianceScaling(distribution="normal")`` silently means
       ``"truncated_normal"`` (Keras's untruncated option is ``"untruncated_normal"``);
-      here, as in ``jax.nn.initializers``, ``"normal"`` is untruncated. Keras clamps the
-      fan to at least 1 (so do we); JAX does not. PyTorch's ``kaiming_normal_`` and
-      ``xavier_normal_`` are untruncated and use the ``(out, in)`` weight layout.
+      here, as in ``jax.nn.initializers``, ``"normal"`` is untruncated. PyTorch's
+      ``kaiming_normal_`` and ``xavier_normal_`` are untruncated and use the
+      ``(out, in)`` weight layout. Three cases keep Keras's behaviour where
+      ``jax.nn.initializers`` differs: a rank-0 or rank-1 shape gets Keras's fans
+      ``(1, 1)`` and ``(n, n)`` (JAX refuses it); an empty shape gives an empty array
+      (JAX divides by its zero fan, Keras clamps the fan to 1); a low-precision
+      ``dtype`` is drawn in float32 then cast (JAX draws in ``dtype``, which quantises
+      the variance and the distribution's tails).
 
     Args:
       scale: positive variance multiplier (1 for Glorot and LeCun, 2 for He).
@@ -123,22 +143,21 @@ def variance_scaling(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    kernel = jax.nn.initializers.variance_scaling(
+        float(scale), mode, distribution, in_axis, out_axis, batch_axis
+    )
+    # Keras's rank-0 and rank-1 fans are JAX's with no in, out or batch axis.
+    vector = jax.nn.initializers.variance_scaling(
+        float(scale), mode, distribution, (), (), ()
+    )
 
-    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        variance = float(scale) / max(1.0, fan)
-        # Draw in at least float32 (float64 when asked for), then cast: low-precision
-        # draws would quantise the distribution's tails.
+    def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
+        shape = tuple(shape)
+        compute_fans(shape, in_axis, out_axis, batch_axis)  # checks the shape and axes
+        if math.prod(shape) == 0:
+            return jnp.zeros(shape, dtype)
         draw = jnp.promote_types(dtype, jnp.float32)
-        if distribution == "truncated_normal":
-            std = math.sqrt(variance) / _TRUNCATED_STD
-            unit = jax.random.truncated_normal(key, -2.0, 2.0, shape, draw)
-            return (unit * std).astype(dtype)
-        if distribution == "normal":
-            return (jax.random.normal(key, shape, draw) * math.sqrt(variance)).astype(dtype)
-        limit = math.sqrt(3.0 * variance)
-        return jax.random.uniform(key, shape, draw, -limit, limit).astype(dtype)
+        return (kernel if len(shape) >= 2 else vector)(key, shape, draw).astype(dtype)
 
     return init
 
@@ -148,6 +167,14 @@ def glorot_normal() -> Initializer:
 
     Keras 3 ``GlorotNormal``; PyTorch's ``xavier_normal_`` is untruncated.
     Reference: Glorot & Bengio (2010).
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import glorot_normal
+        >>> w = glorot_normal()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(2 / 700) = 0.0535
+        ((400, 300), 0.053)
     """
     return variance_scaling(1.0, "fan_avg", "truncated_normal")
 
@@ -156,6 +183,14 @@ def glorot_uniform() -> Initializer:
     """Glorot (Xavier) uniform: U(-limit, limit), ``limit = sqrt(6 / (fan_in + fan_out))``.
 
     The default kernel initialiser of Keras's ``Dense``. Reference: Glorot & Bengio (2010).
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import glorot_uniform
+        >>> w = glorot_uniform()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(2 / 700) = 0.0535
+        ((400, 300), 0.053)
     """
     return variance_scaling(1.0, "fan_avg", "uniform")
 
@@ -165,6 +200,14 @@ def he_normal() -> Initializer:
 
     Keras 3 ``HeNormal``; PyTorch's ``kaiming_normal_`` is untruncated.
     Reference: He et al. (2015).
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import he_normal
+        >>> w = he_normal()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(2 / 400) = 0.0707
+        ((400, 300), 0.071)
     """
     return variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -173,6 +216,14 @@ def he_uniform() -> Initializer:
     """He (Kaiming) uniform: U(-limit, limit), ``limit = sqrt(6 / fan_in)``.
 
     Reference: He et al. (2015).
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import he_uniform
+        >>> w = he_uniform()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(2 / 400) = 0.0707
+        ((400, 300), 0.071)
     """
     return variance_scaling(2.0, "fan_in", "uniform")
 
@@ -181,12 +232,31 @@ def lecun_normal() -> Initializer:
     """LeCun normal: truncated normal with variance ``1 / fan_in``, the SELU partner.
 
     Reference: LeCun et al. (1998), "Efficient BackProp"; Klambauer et al. (2017).
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import lecun_normal
+        >>> w = lecun_normal()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(1 / 400) = 0.05
+        ((400, 300), 0.05)
     """
     return variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 def lecun_uniform() -> Initializer:
-    """LeCun uniform: U(-limit, limit), ``limit = sqrt(3 / fan_in)``."""
+    """LeCun uniform: U(-limit, limit), ``limit = sqrt(3 / fan_in)``.
+
+    Reference: LeCun et al. (1998), "Efficient BackProp".
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import lecun_uniform
+        >>> w = lecun_uniform()(jax.random.key(0), (400, 300))
+        >>> w.shape, round(float(w.std()), 3)  # sqrt(1 / 400) = 0.05
+        ((400, 300), 0.05)
+    """
     return variance_scaling(1.0, "fan_in", "uniform")
 
 
@@ -225,6 +295,14 @@ def for_activation(name: str | None) -> Initializer:
 
     Raises:
       ValueError: for an unknown name; the message lists the known ones.
+
+    Example::
+
+        >>> import jax
+        >>> from stablejax.initializers import for_activation
+        >>> w = for_activation("selu")(jax.random.key(0), (400, 300))  # LeCun normal
+        >>> round(float(w.var()), 4)  # 1 / 400
+        0.0025
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _BY_ACTIVATION:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from stablejax import activations, initializers
+from stablejax._checks import check_range, index, require
 
 __all__ = [
-    "batch_norm",
     "BatchNorm",
     "FrozenCalls",
     "Dense",
@@ -39,83 +41,12 @@ __all__ = [
 
 BATCH_NORM_PLACEMENTS = (None, "after", "before")
 
+ActivationLike = str | Callable[[jax.Array], jax.Array]
+
 
 def _check_momentum_epsilon(momentum: float, epsilon: float) -> None:
-    if isinstance(momentum, int | float) and not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if isinstance(epsilon, int | float) and not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-
-
-def batch_norm(
-    x: jax.Array,
-    params: dict[str, jax.Array | None],
-    stats: dict[str, jax.Array],
-    *,
-    training: bool,
-    momentum: float = 0.99,
-    epsilon: float = 1e-3,
-    axis: int = -1,
-    axis_name: str | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Batch normalisation as a pure function: returns ``(y, new_stats)``.
-
-    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the feature ``axis``.
-
-    - Training: ``mean`` and ``var`` are the batch's mean and **biased** variance over
-      every axis but ``axis`` (over all devices of ``axis_name`` when given), and
-      ``moving <- momentum * moving + (1 - momentum) * batch`` for both statistics.
-    - Inference: ``mean`` and ``var`` are the moving statistics, returned unchanged.
-
-    Statistics are computed in float32 for low-precision inputs; ``y`` has ``x``'s dtype.
-
-    Warning:
-      Defaults are Keras's (``momentum=0.99``, ``epsilon=1e-3``). Flax uses
-      ``epsilon=1e-5``. PyTorch uses ``epsilon=1e-5``, ``momentum=0.1`` meaning
-      ``1 - momentum`` here, and updates its running variance with the *unbiased* batch
-      variance ``n / (n - 1) * var``.
-
-    Args:
-      x: input, features along ``axis``.
-      params: ``{"scale": gamma or None, "bias": beta or None}`` (None: not applied).
-      stats: ``{"mean": moving_mean, "var": moving_variance}``.
-      training: use batch statistics and update the moving ones.
-      momentum: moving-average momentum in [0, 1).
-      epsilon: positive constant added to the variance.
-      axis: the feature axis.
-      axis_name: a named mapped axis (``shard_map``/``pmap``) to average statistics over.
-
-    Reference: Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network
-    Training by Reducing Internal Covariate Shift".
-    """
-    _check_momentum_epsilon(momentum, epsilon)
-    axis = axis % x.ndim
-    reduce = tuple(i for i in range(x.ndim) if i != axis)
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    if training:
-        mean = jnp.mean(xf, axis=reduce)
-        if axis_name is not None:
-            mean = jax.lax.pmean(mean, axis_name)
-        var = jnp.mean(jnp.square(xf - mean.reshape(shape)), axis=reduce)
-        if axis_name is not None:
-            var = jax.lax.pmean(var, axis_name)
-        new_stats = {
-            "mean": (momentum * stats["mean"] + (1.0 - momentum) * mean).astype(
-                stats["mean"].dtype
-            ),
-            "var": (momentum * stats["var"] + (1.0 - momentum) * var).astype(stats["var"].dtype),
-        }
-    else:
-        mean, var = stats["mean"], stats["var"]
-        new_stats = stats
-    y = (xf - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + epsilon)
-    if params.get("scale") is not None:
-        y = y * params["scale"].reshape(shape)
-    if params.get("bias") is not None:
-        y = y + params["bias"].reshape(shape)
-    return y.astype(x.dtype), new_stats
+    check_range("momentum", momentum, 0.0, 1.0, high_open=True)
+    require("epsilon", epsilon, lambda v: math.isfinite(v) and v > 0, "(0, inf)")
 
 
 class FrozenCalls(nnx.Variable):
@@ -123,19 +54,26 @@ class FrozenCalls(nnx.Variable):
 
 
 class BatchNorm(nnx.BatchNorm):
-    """``flax.nnx.BatchNorm`` with Keras's defaults and semantics.
+    """``flax.nnx.BatchNorm`` with Keras's defaults and frozen-means-inference.
 
+    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the feature ``axis``.
     Trainable ``scale`` (gamma, ones) and ``bias`` (beta, zeros) are ``nnx.Param``; the
-    moving ``mean`` (zeros) and ``var`` (ones) are ``nnx.BatchStat``, updated in training
-    with the biased batch variance (see :func:`batch_norm`, which this layer calls).
+    moving ``mean`` (zeros) and ``var`` (ones) are ``nnx.BatchStat``.
 
-    - Training mode (``use_running_average=False``, after ``model.train()``): batch
-      statistics, moving statistics updated.
-    - Inference mode (``model.eval()``): moving statistics.
+    - Training mode (``use_running_average=False``, after ``model.train()``): ``mean``
+      and ``var`` are the batch's mean and **biased** variance over every axis but
+      ``axis`` (over all devices of ``axis_name`` when given), and
+      ``moving <- momentum * moving + (1 - momentum) * batch`` for both.
+    - Inference mode (``model.eval()``): the moving statistics, left unchanged.
     - Frozen (``trainable=False``, the mode half of Keras's ``layer.trainable = False``):
       always inference mode, even in training, and the moving statistics never change.
       Gamma and beta stay ``nnx.Param``; freeze them in the optimizer
       (``stablejax.transfer.freeze`` does both).
+
+    The normalisation is Flax's, with the two-pass variance ``mean((x - mean)**2)``
+    (``use_fast_variance=False``) rather than Flax's default ``E[x**2] - E[x]**2``,
+    which loses digits when the mean is large against the spread. Statistics are
+    computed in float32 for low-precision inputs; ``y`` has ``x``'s dtype.
 
     Example::
 
@@ -144,6 +82,8 @@ class BatchNorm(nnx.BatchNorm):
         >>> from stablejax.nn import BatchNorm
         >>> bn = BatchNorm(2, rngs=nnx.Rngs(0))
         >>> y = bn(jnp.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0], [7.0, 2.0]]))
+        >>> [round(float(v), 4) for v in y[:, 0]]
+        [-1.3415, -0.4472, 0.4472, 1.3415]
         >>> [round(float(v), 4) for v in bn.mean[...]]
         [0.04, 0.05]
 
@@ -155,12 +95,16 @@ class BatchNorm(nnx.BatchNorm):
       use_scale, use_bias: learn gamma, beta (default True).
       axis_name: mapped axis over which to average statistics (``shard_map``).
       trainable: False freezes the layer as described above.
+      use_running_average: start in inference mode (default False).
       rngs: ``nnx.Rngs``.
 
     Warning:
       Flax's own ``BatchNorm`` uses ``epsilon=1e-5`` and needs ``use_running_average``
       set to freeze; PyTorch's uses ``epsilon=1e-5``, ``momentum=0.1`` (= 1 - 0.9) and
       the unbiased variance for its running statistics.
+
+    Reference: Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network
+    Training by Reducing Internal Covariate Shift".
     """
 
     def __init__(
@@ -176,9 +120,8 @@ class BatchNorm(nnx.BatchNorm):
         trainable: bool = True,
         use_running_average: bool = False,
         rngs: nnx.Rngs,
-    ):
-        if not (isinstance(num_features, int) and num_features >= 1):
-            raise ValueError(f"num_features must be an integer >= 1, got {num_features!r}")
+    ) -> None:
+        index("num_features", num_features, 1)
         _check_momentum_epsilon(momentum, epsilon)
         super().__init__(
             num_features,
@@ -189,49 +132,40 @@ class BatchNorm(nnx.BatchNorm):
             use_scale=use_scale,
             use_bias=use_bias,
             axis_name=axis_name,
+            use_fast_variance=False,
             rngs=rngs,
         )
         self.trainable = trainable
 
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None, *, mask=None):
-        """Normalises ``x``; see the class docstring for the modes."""
-        if mask is not None:
-            raise ValueError("mask is not supported by stablejax.nn.BatchNorm")
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Normalises ``x``; see the class docstring for the modes.
+
+        ``mask`` (broadcastable to ``x``, True where a sample counts) restricts the
+        batch statistics to the masked positions, as in Flax.
+        """
         if use_running_average is None:
             use_running_average = self.use_running_average
-        training = self.trainable and not use_running_average
-        params = {
-            "scale": None if self.scale is None else self.scale[...],
-            "bias": None if self.bias is None else self.bias[...],
-        }
-        stats = {"mean": self.mean[...], "var": self.var[...]}
-
-        def normalise(training: bool):
-            return batch_norm(
-                x,
-                params,
-                stats,
-                training=training,
-                momentum=self.momentum,
-                epsilon=self.epsilon,
-                axis=self.axis,
-                axis_name=self.axis_name,
-            )
-
-        y, new_stats = normalise(training)
-        if training and getattr(self, "frozen_calls", None) is not None:
-            # Frozen for the first calls of a freeze-then-fine-tune run: inference mode,
-            # chosen inside the compiled step so that the switch needs no recompilation.
-            remaining = self.frozen_calls[...]
-            frozen = remaining > 0
-            y = jnp.where(frozen, normalise(False)[0], y)
-            new_stats = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), stats,
-                                     new_stats)
-            self.frozen_calls[...] = jnp.maximum(remaining - 1, 0)
-        if training:
-            self.mean[...] = new_stats["mean"]
-            self.var[...] = new_stats["var"]
-        return y
+        if not self.trainable or use_running_average:
+            return super().__call__(x, True).astype(x.dtype)
+        frozen_calls = getattr(self, "frozen_calls", None)
+        if frozen_calls is None:
+            return super().__call__(x, False, mask=mask).astype(x.dtype)
+        # Frozen for the first calls of a freeze-then-fine-tune run: inference mode,
+        # chosen inside the compiled step so that the switch needs no recompilation.
+        frozen = frozen_calls[...] > 0
+        moving = self.mean[...], self.var[...]
+        y_frozen = super().__call__(x, True)
+        y = jnp.where(frozen, y_frozen, super().__call__(x, False, mask=mask))
+        self.mean[...] = jnp.where(frozen, moving[0], self.mean[...])
+        self.var[...] = jnp.where(frozen, moving[1], self.var[...])
+        frozen_calls[...] = jnp.maximum(frozen_calls[...] - 1, 0)
+        return y.astype(x.dtype)
 
     def freeze_for(self, calls: int) -> None:
         """Runs the next ``calls`` training-mode calls in inference mode, then trains.
@@ -239,10 +173,23 @@ class BatchNorm(nnx.BatchNorm):
         The count is a variable of the layer (``frozen_calls``, not trainable), so it is
         saved and resumed with the model; one training step calls each layer once, so
         ``calls`` is a number of steps. Used by ``stablejax.transfer.freeze_then_finetune``.
+
+        Example::
+
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> from stablejax.nn import BatchNorm
+            >>> bn = BatchNorm(2, rngs=nnx.Rngs(0))
+            >>> bn.freeze_for(1)
+            >>> x = jnp.array([[1.0, 2.0], [3.0, 6.0]])
+            >>> _ = bn(x)  # frozen: moving statistics kept
+            >>> [float(v) for v in bn.mean[...]], int(bn.frozen_calls[...])
+            ([0.0, 0.0], 0)
+            >>> _ = bn(x)  # training again
+            >>> [round(float(v), 4) for v in bn.mean[...]]
+            [0.02, 0.04]
         """
-        if not (isinstance(calls, int) and calls >= 0):
-            raise ValueError(f"calls must be an integer >= 0, got {calls!r}")
-        self.frozen_calls = FrozenCalls(jnp.asarray(calls, jnp.int32))
+        self.frozen_calls = FrozenCalls(jnp.asarray(index("calls", calls, 0), jnp.int32))
 
 
 class PReLU(nnx.Module):
@@ -251,11 +198,26 @@ class PReLU(nnx.Module):
     ``alpha`` is an ``nnx.Param`` of ``shape``: the shape of one sample (Keras's default,
     one slope per element), ``(channels,)`` for one per channel, or ``()`` for one in
     all. Initialised to ``alpha_init`` (0.0, Keras; PyTorch uses 0.25).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from stablejax.nn import PReLU
+        >>> PReLU(3, alpha_init=0.25)(jnp.array([-2.0, 0.0, 3.0]))
+        Array([-0.5,  0. ,  3. ], dtype=float32)
+
+    Warning:
+      PyTorch's ``nn.PReLU()`` learns one slope shared by every element (``shape=()``
+      here) and starts it at 0.25; Keras's starts at 0 with one slope per element.
     """
 
     def __init__(
-        self, shape: int | Sequence[int], alpha_init: float = 0.0, *, param_dtype=jnp.float32
-    ):
+        self,
+        shape: int | Sequence[int],
+        alpha_init: float = 0.0,
+        *,
+        param_dtype: DTypeLike = jnp.float32,
+    ) -> None:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         if any(not isinstance(d, int) or d < 1 for d in shape):
             raise ValueError(f"shape must be positive integers, got {shape!r}")
@@ -276,6 +238,19 @@ class RReLU(nnx.Module):
     after ``model.eval()`` (``deterministic=True``) the slope is ``(lower + upper) / 2``.
     Defaults 1/8 and 1/3 as PyTorch's ``nn.RReLU``. The stream's key and count are part
     of the model's state, so a saved and restored run draws the same slopes.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from stablejax.nn import RReLU
+        >>> layer = RReLU(rngs=nnx.Rngs(0))
+        >>> layer.eval()  # slope (1/8 + 1/3) / 2 = 11/48
+        >>> layer(jnp.array([-48.0, 2.0]))
+        Array([-11.,   2.], dtype=float32)
+
+    Warning:
+      Keras has no RReLU; the defaults and the inference slope are PyTorch's.
     """
 
     def __init__(
@@ -285,7 +260,7 @@ class RReLU(nnx.Module):
         *,
         deterministic: bool = False,
         rngs: nnx.Rngs | None = None,
-    ):
+    ) -> None:
         for name, value in (("lower", lower), ("upper", upper)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -306,9 +281,17 @@ class RReLU(nnx.Module):
 
 
 class Activation(nnx.Module):
-    """A layer applying an activation by Keras-style name or callable (``Activation("elu")``)."""
+    """A layer applying an activation by Keras-style name or callable (None: identity).
 
-    def __init__(self, name_or_fn: str | Callable[[jax.Array], jax.Array]):
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from stablejax.nn import Activation
+        >>> Activation("elu")(jnp.array([-1.0, 1.0]))  # exp(-1) - 1 = -0.632
+        Array([-0.63212055,  1.        ], dtype=float32)
+    """
+
+    def __init__(self, name_or_fn: ActivationLike | None) -> None:
         self.fn = activations.get(name_or_fn)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -317,14 +300,24 @@ class Activation(nnx.Module):
 
 
 class Flatten(nnx.Module):
-    """Flattens every axis but the first (the batch): ``(n, 28, 28) -> (n, 784)``."""
+    """Flattens every axis but the first (the batch): ``(n, 28, 28) -> (n, 784)``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from stablejax.nn import Flatten
+        >>> Flatten()(jnp.ones((2, 28, 28))).shape
+        (2, 784)
+    """
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Reshapes ``x`` to ``(x.shape[0], -1)``."""
         return x.reshape(x.shape[0], -1)
 
 
-def _activation_layer(name_or_fn, features: int, rngs: nnx.Rngs) -> nnx.Module:
+def _activation_layer(
+    name_or_fn: ActivationLike | None, features: int, rngs: nnx.Rngs
+) -> nnx.Module:
     if isinstance(name_or_fn, str) and name_or_fn.lower() == "prelu":
         return PReLU((features,))
     if isinstance(name_or_fn, str) and name_or_fn.lower() == "rrelu":
@@ -332,7 +325,7 @@ def _activation_layer(name_or_fn, features: int, rngs: nnx.Rngs) -> nnx.Module:
     return Activation(name_or_fn)
 
 
-def _default_init(name_or_fn) -> initializers.Initializer:
+def _default_init(name_or_fn: ActivationLike | None) -> initializers.Initializer:
     """The initialiser matched to an activation; Glorot uniform (Keras's) when unknown."""
     name = name_or_fn if name_or_fn is None or isinstance(name_or_fn, str) else getattr(
         name_or_fn, "__name__", "")
@@ -349,9 +342,20 @@ class Dense(nnx.Linear):
     He for the ReLU family and ELU, LeCun for SELU. ``"prelu"`` learns one slope per
     output unit; ``"rrelu"`` draws slopes from ``rngs``.
 
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from stablejax.nn import Dense
+        >>> layer = Dense(3, 2, activation="relu", rngs=nnx.Rngs(0))  # He normal kernel
+        >>> layer.kernel.shape, layer(jnp.ones((4, 3))).shape
+        ((3, 2), (4, 2))
+
     Warning:
-      A callable activation whose ``__name__`` is not a known name (a lambda, say) falls
-      back to Glorot uniform, Keras's default; pass ``kernel_init`` to choose.
+      Keras's ``Dense`` always starts from Glorot uniform and Flax's ``nnx.Linear`` from
+      LeCun normal, whatever the activation. A callable activation whose ``__name__`` is
+      not a known name (a lambda, say) falls back to Glorot uniform, Keras's default;
+      pass ``kernel_init`` to choose.
     """
 
     def __init__(
@@ -359,11 +363,11 @@ class Dense(nnx.Linear):
         in_features: int,
         out_features: int,
         *,
-        activation: str | Callable[[jax.Array], jax.Array] | None = None,
+        activation: ActivationLike | None = None,
         kernel_init: initializers.Initializer | None = None,
         use_bias: bool = True,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -376,20 +380,20 @@ class Dense(nnx.Linear):
         )
         self.activation = _activation_layer(activation, out_features, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the affine map then the activation."""
-        return self.activation(super().__call__(x))
+    def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        """Applies the affine map (``out_sharding`` as in ``nnx.Linear``) then the activation."""
+        return self.activation(super().__call__(inputs, out_sharding=out_sharding))
 
 
 def mlp(
     hidden: Sequence[int] = (300, 100),
     *,
     input_shape: Sequence[int] = (28, 28),
-    activation: str | Callable[[jax.Array], jax.Array] = "elu",
+    activation: ActivationLike = "elu",
     kernel_init: initializers.Initializer | None = None,
     batch_norm: str | None = None,
     output_size: int = 10,
-    output_activation: str | Callable[[jax.Array], jax.Array] | None = "softmax",
+    output_activation: ActivationLike | None = "softmax",
     momentum: float = 0.99,
     epsilon: float = 1e-3,
     rngs: nnx.Rngs,
@@ -418,6 +422,18 @@ def mlp(
       output_activation: ``"softmax"`` (the notes), ``"sigmoid"``, None for logits, ...
       momentum, epsilon: batch-norm hyperparameters (Keras's defaults).
       rngs: ``nnx.Rngs``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from stablejax.nn import mlp
+        >>> model = mlp([16], input_shape=(8, 8), batch_norm="after", rngs=nnx.Rngs(0))
+        >>> [type(layer).__name__ for layer in model.layers]
+        ['Flatten', 'BatchNorm', 'Dense', 'BatchNorm', 'Dense']
+        >>> y = model(jnp.ones((5, 8, 8)))
+        >>> y.shape, round(float(y[0].sum()), 5)  # softmax rows sum to 1
+        ((5, 10), 1.0)
     """
     if batch_norm not in BATCH_NORM_PLACEMENTS:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_PLACEMENTS}, got {batch_norm!r}")
@@ -454,11 +470,17 @@ def mlp(
     return nnx.Sequential(*layers)
 
 
-def path_name(path: Sequence) -> str:
+def path_name(path: Sequence[Any]) -> str:
     """``"layers/2/kernel"`` for a variable's path (raw keys or ``jax.tree_util`` keys).
 
     The one spelling of parameter paths used by :func:`variables` and the freezing
     functions of ``stablejax.transfer``; a Variable's own ``.value`` step is dropped.
+
+    Example::
+
+        >>> from stablejax.nn import path_name
+        >>> path_name(("layers", 2, "kernel"))
+        'layers/2/kernel'
     """
     names = []
     for key in path:
@@ -476,6 +498,13 @@ def variables(model: nnx.Module) -> list[tuple[str, bool]]:
     answer to Keras's ``[(v.name, v.trainable) for v in layer.variables]``; for a batch
     norm layer it gives ``scale`` (gamma) and ``bias`` (beta) trainable, ``mean`` and
     ``var`` not.
+
+    Example::
+
+        >>> from flax import nnx
+        >>> from stablejax.nn import BatchNorm, variables
+        >>> variables(BatchNorm(3, rngs=nnx.Rngs(0)))
+        [('bias', True), ('mean', False), ('scale', True), ('var', False)]
     """
     flat = nnx.to_flat_state(nnx.state(model))
     return [(path_name(path), isinstance(var, nnx.Param)) for path, var in flat]

@@ -32,7 +32,7 @@ def test_truncated_normal_is_cut_at_two_sigma():
     w = np.asarray(I.he_normal()(jax.random.key(0), SHAPE))
     sigma = math.sqrt(v) / 0.87962566103423978
     assert np.abs(w).max() <= 2 * sigma * (1 + 1e-6)
-    # parity_spec 1.1: max|w| / sqrt(v) = 2.274 for a draw of this size.
+    # docs/parity.md 1.1: max|w| / sqrt(v) = 2.274 for a draw of this size.
     assert np.abs(w).max() / math.sqrt(v) == pytest.approx(2.2737, abs=2e-3)
 
 
@@ -69,7 +69,7 @@ def test_uniform_limits(init, limit):
     ],
 )
 def test_named_initialisers_match_keras_table(init, std):
-    # parity_spec 1.1 targets for shape (400, 300); sampling sd of the std ~ std/sqrt(2n).
+    # docs/parity.md 1.1 targets for shape (400, 300); sampling sd of the std ~ std/sqrt(2n).
     w = np.asarray(init(jax.random.key(1), SHAPE))
     assert w.std() == pytest.approx(std, rel=5 / math.sqrt(2 * w.size))
 
@@ -91,6 +91,35 @@ def test_compute_fans(shape, fans):
 def test_compute_fans_batch_axis():
     # 10 stacked dense kernels (10, 784, 300): the stack axis is not a receptive field.
     assert I.compute_fans((10, 784, 300), batch_axis=0) == (784, 300)
+
+
+NAMED = ["glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal",
+         "lecun_uniform"]
+
+
+@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize("shape", [SHAPE, (3, 3, 16, 32)])
+def test_named_initialisers_equal_jax_bitwise(name, shape):
+    ours = getattr(I, name)()(jax.random.key(2), shape)
+    theirs = getattr(jax.nn.initializers, name)()(jax.random.key(2), shape)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape, n", [((), 1), ((1000,), 1000)])
+def test_rank_zero_and_one_use_keras_fans(shape, n):
+    # Keras: fans (1, 1) for a scalar, (n, n) for a vector; JAX refuses both.
+    for mode in I.MODES:
+        w = np.asarray(I.variance_scaling(1.0, mode, "uniform")(jax.random.key(4), shape))
+        assert w.shape == shape
+        assert np.abs(w).max() <= math.sqrt(3 / n)
+    if n > 1:
+        assert np.abs(w).max() > 0.99 * math.sqrt(3 / n)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_is_drawn_in_float32_then_cast(dtype):
+    low = I.he_normal()(jax.random.key(0), SHAPE, dtype)
+    np.testing.assert_array_equal(low, I.he_normal()(jax.random.key(0), SHAPE).astype(dtype))
 
 
 def test_fan_is_clamped_to_one():

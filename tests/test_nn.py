@@ -11,7 +11,7 @@ from flax import nnx
 from stablejax import nn
 
 X = jnp.asarray([[1, 2], [3, 6], [5, 10], [7, 2]], jnp.float32)
-# parity_spec section 3, Keras 3 BatchNormalization with defaults, one training call.
+# docs/parity.md section 3, Keras 3 BatchNormalization with defaults, one training call.
 KERAS_TRAIN_Y = [
     [-1.3415067, -0.90449297],
     [-0.44716883, 0.30149758],
@@ -39,15 +39,27 @@ def test_batch_norm_layer_matches_keras_training_then_inference():
     np.testing.assert_allclose(bn.mean[...], KERAS_MOVING_MEAN, rtol=1e-6)
 
 
-def test_pure_batch_norm_without_flax():
-    params = {"scale": jnp.ones(2), "bias": jnp.zeros(2)}
-    stats = {"mean": jnp.zeros(2), "var": jnp.ones(2)}
-    y, new = jax.jit(nn.batch_norm, static_argnames="training")(X, params, stats, training=True)
-    np.testing.assert_allclose(y, KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(new["var"], KERAS_MOVING_VAR, rtol=1e-6)
-    y_inf, same = nn.batch_norm(X, params, new, training=False)
-    np.testing.assert_allclose(y_inf, KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
-    assert same is new
+def _split_call(bn):
+    """``bn`` as a pure function ``(state, x) -> (y, new_state)``, for jit and vmap."""
+    graphdef, state = nnx.split(bn)
+
+    def call(state, x):
+        layer = nnx.merge(graphdef, state, copy=True)
+        return layer(x), nnx.state(layer)
+
+    return call, state
+
+
+def test_batch_norm_compiled_matches_keras_training_then_inference():
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    call = nnx.jit(lambda layer, x: layer(x))
+    np.testing.assert_allclose(call(bn, X), KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.var[...], KERAS_MOVING_VAR, rtol=1e-6)
+    moving = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
+    bn.eval()
+    np.testing.assert_allclose(call(bn, X), KERAS_INFER_Y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(bn.mean[...], moving[0])
+    np.testing.assert_array_equal(bn.var[...], moving[1])
 
 
 def test_batch_norm_closed_form_with_gamma_beta_and_conv_axis():
@@ -56,30 +68,34 @@ def test_batch_norm_closed_form_with_gamma_beta_and_conv_axis():
     gamma, beta = rng.normal(size=3).astype(np.float32), rng.normal(size=3).astype(np.float32)
     mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
     expected = gamma * (x - mean) / np.sqrt(var + 1e-3) + beta
-    y, new = nn.batch_norm(
-        jnp.asarray(x),
-        {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)},
-        {"mean": jnp.zeros(3), "var": jnp.ones(3)},
-        training=True,
-        momentum=0.9,
-    )
+    bn = nn.BatchNorm(3, momentum=0.9, rngs=nnx.Rngs(0))
+    bn.scale[...], bn.bias[...] = jnp.asarray(gamma), jnp.asarray(beta)
+    y = bn(jnp.asarray(x))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(new["mean"], 0.1 * mean, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(new["var"], 0.9 + 0.1 * var, rtol=1e-5)
+    np.testing.assert_allclose(bn.mean[...], 0.1 * mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(bn.var[...], 0.9 + 0.1 * var, rtol=1e-5)
 
 
 def test_batch_norm_axis_name_gives_global_batch_statistics():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4)), jnp.float32)
-    params = {"scale": jnp.ones(4), "bias": jnp.zeros(4)}
-    stats = {"mean": jnp.zeros(4), "var": jnp.ones(4)}
-    whole, whole_stats = nn.batch_norm(x, params, stats, training=True)
-
-    def shard(xs):
-        return nn.batch_norm(xs, params, stats, training=True, axis_name="devices")
-
-    parts, part_stats = jax.vmap(shard, axis_name="devices")(x.reshape(4, 2, 4))
+    whole_bn = nn.BatchNorm(4, rngs=nnx.Rngs(0))
+    whole = whole_bn(x)
+    call, state = _split_call(nn.BatchNorm(4, axis_name="devices", rngs=nnx.Rngs(0)))
+    parts, part_state = jax.vmap(call, in_axes=(None, 0), axis_name="devices")(
+        state, x.reshape(4, 2, 4)
+    )
     np.testing.assert_allclose(parts.reshape(8, 4), whole, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(part_stats["var"][0], whole_stats["var"], rtol=1e-6)
+    np.testing.assert_allclose(part_state["var"][...][0], whole_bn.var[...], rtol=1e-6)
+
+
+def test_batch_norm_mask_keeps_statistics_to_the_masked_rows():
+    padded = jnp.concatenate([X, jnp.full((2, 2), 100.0)])
+    mask = jnp.asarray([True] * 4 + [False] * 2)[:, None]
+    bn = nn.BatchNorm(2, rngs=nnx.Rngs(0))
+    y = bn(padded, mask=mask)
+    np.testing.assert_allclose(y[:4], KERAS_TRAIN_Y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.mean[...], KERAS_MOVING_MEAN, rtol=1e-6)
+    np.testing.assert_allclose(bn.var[...], KERAS_MOVING_VAR, rtol=1e-6)
 
 
 def test_frozen_batch_norm_uses_and_keeps_moving_statistics():
