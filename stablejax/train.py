@@ -20,10 +20,8 @@ with donated buffers, which is faster per step than ``nnx.jit`` for small models
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -407,31 +405,20 @@ def _evaluate(eval_step, state, x, y, batch_size) -> dict[str, float]:
     return {k: v / len(x) for k, v in totals.items()}
 
 
-def _history_path(directory: str, epoch: int) -> str:
-    return os.path.join(directory, f"history_{epoch}.json")
-
-
 def _save(directory: str, epoch: int, state: TrainState, history: dict, keep: int) -> None:
-    # The history is written first, atomically: a checkpoint never lacks its history.
-    os.makedirs(directory, exist_ok=True)
-    path = _history_path(directory, epoch)
-    with open(path + ".tmp", "w") as f:
-        json.dump(history, f)
-    os.replace(path + ".tmp", path)
-    checkpoint.save_epoch(directory, epoch, state, keep=keep)
-    for name in os.listdir(directory):
-        match = re.fullmatch(r"history_(\d+)\.json", name)
-        if match and not os.path.isdir(os.path.join(directory, f"epoch_{match.group(1)}")):
-            os.remove(os.path.join(directory, name))
+    checkpoint.save_epoch(directory, epoch, state, history=history, keep=keep)
 
 
 def _resume(directory: str, like: TrainState) -> tuple[TrainState, dict] | None:
     found = checkpoint.restore_latest(directory, like)
     if found is None:
         return None
-    epoch, state = found
-    with open(_history_path(directory, epoch)) as f:
-        return state, json.load(f)
+    epoch, state, history = found
+    if history is None:
+        raise checkpoint.CheckpointError(
+            f"the checkpoint of epoch {epoch} in {directory} has no history"
+        )
+    return state, history
 
 
 def fit(
