@@ -4,7 +4,9 @@ The state is one pytree (NamedTuples, dicts, lists, `flax.nnx.State`) of arrays:
 parameters, batch statistics, optimizer state with its step counts, PRNG keys, epoch.
 `save` writes it to a directory, `restore` reads it back into the structure of a
 template, and `save_epoch` / `latest_epoch` / `restore_latest` keep the last few epochs of
-a run so an interrupted run can resume.
+a run, with its history, so an interrupted run can resume. The epochs are the steps
+``epoch_<n>`` of an Orbax `CheckpointManager` (each a `Composite` of the state and a JSON
+history); this module adds what Orbax lacks, the manifest below.
 
 Guarantees:
 
@@ -14,8 +16,9 @@ Guarantees:
 * Atomic: Orbax writes into ``<path>.orbax-checkpoint-tmp`` and renames it to ``<path>``
   only once everything, including our manifest, is on disk. A crash mid-save leaves
   only the temporary directory, which `restore` refuses and `latest_epoch` ignores;
-  other checkpoints are untouched. Deletions rename first, then delete, so a half-deleted
-  directory never keeps a checkpoint's name either.
+  other checkpoints are untouched. Deletions rename first (into a trash directory that
+  `save_epoch` empties), then delete, so a half-deleted directory never keeps a
+  checkpoint's name either.
 * Checked: the manifest records each leaf's path, shape, dtype and CRC-32. `restore`
   compares it with the template before reading and names the first leaves that differ,
   and verifies the checksums after reading, because Orbax's storage does not detect a
@@ -26,6 +29,7 @@ Every failure to read a checkpoint raises `CheckpointError`, whose message names
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,7 +60,10 @@ __all__ = [
 _FORMAT = "stablejax.checkpoint/1"
 # Orbax's marker for a directory whose save has not finished.
 _TMP_MARK = ".orbax-checkpoint-tmp"
-_EPOCH_DIR = re.compile(r"epoch_(\d+)")
+# The items of an epoch checkpoint, and where its deletions wait to be emptied.
+_STATE, _HISTORY = "state", "history"
+_TRASH = ".stablejax-deleting"
+_LEGACY_HISTORY = re.compile(r"history_(\d+)\.json")
 
 
 class CheckpointError(ValueError):
@@ -162,7 +169,29 @@ def _crc32(array: jax.Array) -> int | None:
     if not array.is_fully_addressable:  # other hosts hold parts of it
         return None
     host = np.ascontiguousarray(np.asarray(array)).reshape(-1)
-    return zlib.crc32(host.view(np.uint8))
+    return zlib.crc32(host.view(np.uint8).data)
+
+
+def _arrays(state) -> tuple[list, list[jax.Array]]:
+    """The leaf names of `state` and its leaves as the arrays to store."""
+    names, leaves, _ = _flatten(_to_pure(state))
+    if not leaves:
+        raise ValueError("state must have at least one array leaf, got an empty pytree")
+    return names, [_storable(leaf) for leaf in leaves]
+
+
+def _manifest(names, arrays) -> dict:
+    return {
+        "format": _FORMAT,
+        "leaves": {
+            "/".join(name): {
+                "shape": list(a.shape),
+                "dtype": np.dtype(a.dtype).name,
+                "crc32": _crc32(a),
+            }
+            for name, a in zip(names, arrays, strict=True)
+        },
+    }
 
 
 # ---------------------------------------------------------------- directories
@@ -176,14 +205,18 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def _read_manifest(path: Path) -> dict:
+def _open(path: Path) -> tuple[dict, Path]:
+    """The manifest of the checkpoint at `path`, and the directory that holds its state.
+
+    `save` writes the state into `path` itself; an epoch checkpoint (a `CheckpointManager`
+    step) holds it as its item "state". Both keep the manifest in the step's metadata.
+    """
     if _TMP_MARK in path.name:
         raise CheckpointError(f"{path} is an unfinished save (an Orbax temporary directory)")
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            manifest = checkpointer.metadata(path).custom_metadata
+        manifest = ocp.metadata.get_step_metadata(path).custom_metadata
     except Exception as e:
         raise CheckpointError(f"cannot read the checkpoint metadata in {path}: {e}") from e
     if not manifest or manifest.get("format") != _FORMAT:
@@ -191,7 +224,7 @@ def _read_manifest(path: Path) -> dict:
             f"{path} has no stablejax manifest: it is incomplete, corrupt, or was not "
             "written by stablejax.checkpoint.save"
         )
-    return manifest
+    return manifest, path / _STATE if (path / _STATE).is_dir() else path
 
 
 def _check_matches(path: Path, recorded: dict, keys: list[str], expected) -> None:
@@ -239,27 +272,13 @@ def save(path: str | os.PathLike, state: Any, *, force: bool = False) -> None:
       ValueError: `state` has no leaves, or two leaf paths collide as strings.
     """
     path = Path(path).absolute()
-    names, leaves, _ = _flatten(_to_pure(state))
-    if not leaves:
-        raise ValueError("state must have at least one array leaf, got an empty pytree")
+    names, arrays = _arrays(state)
     if path.exists():
         if not force:
             raise FileExistsError(f"{path} already exists; pass force=True to replace it")
         _remove(path)
-    arrays = [_storable(leaf) for leaf in leaves]
-    manifest = {
-        "format": _FORMAT,
-        "leaves": {
-            "/".join(name): {
-                "shape": list(a.shape),
-                "dtype": np.dtype(a.dtype).name,
-                "crc32": _crc32(a),
-            }
-            for name, a in zip(names, arrays, strict=True)
-        },
-    }
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, _nest(names, arrays), custom_metadata=manifest)
+        checkpointer.save(path, _nest(names, arrays), custom_metadata=_manifest(names, arrays))
         checkpointer.wait_until_finished()
 
 
@@ -279,14 +298,15 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
       (784, 300)``) if the checkpoint holds other leaves, shapes or dtypes than `like`.
     """
     path = Path(path).absolute()
-    recorded = _read_manifest(path)["leaves"]
+    manifest, item = _open(path)
+    recorded = manifest["leaves"]
     names, leaves, treedef = _flatten(_to_pure(like))
     keys = ["/".join(name) for name in names]
     expected = [_expected(leaf) for leaf in leaves]
     _check_matches(path, recorded, keys, expected)
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            tree = checkpointer.restore(path, _nest(names, expected))
+            tree = checkpointer.restore(item, _nest(names, expected))
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
@@ -302,29 +322,38 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
     return _from_pure(like, jax.tree_util.tree_unflatten(treedef, restored))
 
 
-def _epochs(directory: Path) -> list[int]:
-    """The finished epoch checkpoints in `directory`, ascending."""
-    if not directory.is_dir():
-        return []
-    found = []
-    for entry in directory.iterdir():
-        # Temporary and half-deleted directories carry a suffix, so they never match.
-        match = _EPOCH_DIR.fullmatch(entry.name)
-        if match and entry.is_dir():
-            found.append(int(match.group(1)))
-    return sorted(found)
+def _manager(directory: Path, keep: int | None = None) -> ocp.CheckpointManager:
+    """Orbax's manager of the ``epoch_<n>`` directories under `directory`."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        step_name_format=ocp.path.step.standard_name_format(step_prefix="epoch"),
+        # Deleting renames into the trash first: a half-deleted directory never keeps a
+        # checkpoint's name. `save_epoch` empties the trash.
+        todelete_subdir=_TRASH,
+        enable_async_checkpointing=False,
+        save_root_metadata=False,
+        create=False,
+    )
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def save_epoch(
-    directory: str | os.PathLike, epoch: int, state: Any, *, keep: int | None = 3
+    directory: str | os.PathLike,
+    epoch: int,
+    state: Any,
+    *,
+    history: dict | None = None,
+    keep: int | None = 3,
 ) -> Path:
-    """Saves `state` as ``directory/epoch_<epoch>`` and keeps only the last `keep` epochs.
+    """Saves `state` (and `history`) as ``directory/epoch_<epoch>``; keeps the last `keep`.
 
-    The save is atomic (see `save`). Checkpoints of epochs after `epoch` are deleted first:
-    they belong to a continuation that this run has abandoned by going back to an earlier
-    epoch, and `latest_epoch` must not return them. An existing ``epoch_<epoch>`` is
-    replaced. Then all but the `keep` most recent epochs are deleted (`keep=None` keeps
-    all). Defaults: ``keep=3``.
+    An Orbax `CheckpointManager` step: the state is the item ``state`` (checked as in
+    `save`, with the manifest in the step's metadata) and the JSON-serialisable `history`,
+    if given, the item ``history``. The save is atomic (see `save`). Checkpoints of epochs
+    after `epoch` are deleted first: they belong to a continuation that this run has
+    abandoned by going back to an earlier epoch, and `latest_epoch` must not return them.
+    An existing ``epoch_<epoch>`` is replaced. Then all but the `keep` most recent epochs
+    are deleted (`keep=None` keeps all). Defaults: ``keep=3``.
 
     Returns:
       The path of the new checkpoint.
@@ -333,15 +362,30 @@ def save_epoch(
     if keep is not None:
         keep = index("keep", keep, 1)
     directory = Path(directory).absolute()
-    for later in _epochs(directory):
-        if later > epoch:
-            _remove(directory / f"epoch_{later}")
-    path = directory / f"epoch_{epoch}"
-    save(path, state, force=True)
-    if keep is not None:
-        for old in _epochs(directory)[:-keep]:
-            _remove(directory / f"epoch_{old}")
-    return path
+    names, arrays = _arrays(state)
+    items = {_STATE: ocp.args.StandardSave(_nest(names, arrays))}
+    if history is not None:
+        items[_HISTORY] = ocp.args.JsonSave(history)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(directory / _TRASH, ignore_errors=True)  # left by a crash mid-delete
+    with _manager(directory, keep) as manager:
+        for later in manager.all_steps():
+            if later >= epoch:
+                manager.delete(later)
+        manager.save(
+            epoch,
+            args=ocp.args.Composite(**items),
+            custom_metadata=_manifest(names, arrays),
+            force=True,
+        )
+        kept = set(manager.all_steps())
+    shutil.rmtree(directory / _TRASH, ignore_errors=True)
+    # History files of 0.1.0 checkpoints live beside the epochs; they go with them.
+    for legacy in directory.glob("history_*.json"):
+        match = _LEGACY_HISTORY.fullmatch(legacy.name)
+        if match and int(match.group(1)) not in kept:
+            legacy.unlink()
+    return directory / f"epoch_{epoch}"
 
 
 def latest_epoch(directory: str | os.PathLike) -> int | None:
@@ -350,24 +394,47 @@ def latest_epoch(directory: str | os.PathLike) -> int | None:
     Unfinished saves (Orbax temporary directories) and directories being deleted are
     ignored; a missing `directory` gives None.
     """
-    epochs = _epochs(Path(directory).absolute())
-    return epochs[-1] if epochs else None
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        return None
+    with _manager(directory) as manager:
+        return manager.latest_step()
 
 
-def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any] | None:
+def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any, dict | None] | None:
     """Restores the latest epoch checkpoint in `directory` into `like` (see `restore`).
 
+    Also reads the checkpoints of stablejax 0.1.0, whose history is the file
+    ``history_<epoch>.json`` beside ``epoch_<epoch>``.
+
     Returns:
-      ``(epoch, state)``, or None when `directory` holds no finished checkpoint.
+      ``(epoch, state, history)``, with history None when the checkpoint has none; or None
+      when `directory` holds no finished checkpoint.
 
     Raises:
       CheckpointError if the latest checkpoint is corrupt or does not match `like`; it
       does not silently fall back to an older epoch.
     """
+    directory = Path(directory).absolute()
     epoch = latest_epoch(directory)
     if epoch is None:
         return None
-    return epoch, restore(Path(directory) / f"epoch_{epoch}", like)
+    path = directory / f"epoch_{epoch}"
+    state = restore(path, like)
+    history = None
+    legacy = directory / f"history_{epoch}.json"
+    try:
+        if (path / _HISTORY).is_dir():
+            with _manager(directory) as manager:
+                items = manager.restore(
+                    epoch, args=ocp.args.Composite(**{_HISTORY: ocp.args.JsonRestore()})
+                )
+            history = items[_HISTORY]
+        elif legacy.is_file():
+            history = json.loads(legacy.read_text())
+    except Exception as e:
+        raise CheckpointError(f"cannot read the history of checkpoint {path}: {e}") from e
+    return epoch, state, history
 
 
 def save_model(path: str | os.PathLike, model: Any, *, force: bool = False) -> None:

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,8 +238,8 @@ def test_keep_last_k(tmp_path):
         checkpoint.save_epoch(tmp_path, epoch, run_state(epoch), keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_4", "epoch_5"]
     assert checkpoint.latest_epoch(tmp_path) == 5
-    epoch, state = checkpoint.restore_latest(tmp_path, run_state())
-    assert epoch == 5
+    epoch, state, history = checkpoint.restore_latest(tmp_path, run_state())
+    assert epoch == 5 and history is None
     assert_bitwise_equal(run_state(5), state)
     assert_bitwise_equal(run_state(4), checkpoint.restore(tmp_path / "epoch_4", run_state()))
 
@@ -266,6 +268,31 @@ def test_latest_epoch_ignores_unfinished_saves(tmp_path):
     assert checkpoint.restore_latest(tmp_path, run_state())[0] == 3
     with pytest.raises(CheckpointError, match="unfinished"):
         checkpoint.restore(unfinished, run_state())
+
+
+def test_debris_of_a_crash_mid_delete_is_emptied(tmp_path):
+    checkpoint.save_epoch(tmp_path, 1, run_state(1), keep=1)
+    debris = tmp_path / ".stablejax-deleting" / "epoch_1"  # a delete killed mid-way
+    debris.mkdir(parents=True)
+    (debris / "_CHECKPOINT_METADATA").write_text("{}")
+    assert checkpoint.latest_epoch(tmp_path) == 1
+    checkpoint.save_epoch(tmp_path, 2, run_state(2), keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_2"]
+
+
+def test_history_is_saved_with_its_epoch(tmp_path):
+    history = {"loss": [0.5, 0.25, float("nan")], "lr": [1e-3, 1e-3, 5e-4]}
+    for epoch in (1, 2):
+        checkpoint.save_epoch(tmp_path, epoch, run_state(epoch), history={"epoch": [epoch]})
+    checkpoint.save_epoch(tmp_path, 3, run_state(3), history=history)
+    epoch, state, restored = checkpoint.restore_latest(tmp_path, run_state())
+    assert epoch == 3
+    assert_bitwise_equal(run_state(3), state)
+    assert restored["lr"] == history["lr"] and restored["loss"][:2] == history["loss"][:2]
+    assert np.isnan(restored["loss"][2])
+    # Going back replaces the later epochs, history included.
+    checkpoint.save_epoch(tmp_path, 2, run_state(20), history={"epoch": [20]})
+    assert checkpoint.restore_latest(tmp_path, run_state())[2] == {"epoch": [20]}
 
 
 @pytest.mark.parametrize(
@@ -313,8 +340,8 @@ def test_killed_save_leaves_the_previous_checkpoint(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert unfinished.exists() and not (tmp_path / "epoch_2").exists()
     assert checkpoint.latest_epoch(tmp_path) == 1
-    epoch, state = checkpoint.restore_latest(tmp_path, run_state())
-    assert epoch == 1
+    epoch, state, history = checkpoint.restore_latest(tmp_path, run_state())
+    assert epoch == 1 and history is None
     assert_bitwise_equal(run_state(1), state)
     with pytest.raises(CheckpointError):
         checkpoint.restore(unfinished, {"big": jnp.zeros(50_000_000)})
@@ -332,3 +359,68 @@ def test_save_epoch_rejects_bad_arguments(tmp_path, epoch, keep, match):
     with pytest.raises(ValueError, match=match):
         checkpoint.save_epoch(tmp_path, epoch, run_state(1), keep=keep)
     assert checkpoint.latest_epoch(tmp_path) is None
+
+
+# ---------------------------------------------------------------- stablejax 0.1.0 checkpoints
+
+FIXTURE = REPO / "tests" / "data" / "checkpoint_v0_1"
+
+
+def fixture_run():
+    """`setup()` of the script that wrote the 0.1.0 fixture: model, tx, data, callbacks."""
+    spec = importlib.util.spec_from_file_location(
+        "make_checkpoint_v0_1", FIXTURE.parent / "make_checkpoint_v0_1.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.setup()
+
+
+def test_restores_a_checkpoint_written_by_0_1_0(tmp_path):
+    import stablejax as sj
+
+    directory = tmp_path / "run"
+    shutil.copytree(FIXTURE, directory)
+    model, tx, data, callbacks = fixture_run()
+    like = sj.train.init_state(model, tx)
+    for i, cb in enumerate(callbacks):  # the callbacks' state, filled as `fit` fills it
+        like.callbacks[str(i)] = cb.init(like)
+    epoch, state, history = checkpoint.restore_latest(directory, like)
+
+    model, tx, data, callbacks = fixture_run()
+    straight = sj.fit(model, tx, data, epochs=2, batch_size=16, callbacks=callbacks, verbose=0)
+    assert epoch == 2
+    assert history == straight.history
+    assert_bitwise_equal(straight.state, state)
+
+
+def test_resumes_a_run_checkpointed_by_0_1_0(tmp_path):
+    import stablejax as sj
+
+    directory = tmp_path / "run"
+    shutil.copytree(FIXTURE, directory)
+    model, tx, data, callbacks = fixture_run()
+    resumed = sj.fit(model, tx, data, epochs=3, batch_size=16, callbacks=callbacks,
+                     checkpoint_dir=directory, verbose=0)
+    model, tx, data, callbacks = fixture_run()
+    straight = sj.fit(model, tx, data, epochs=3, batch_size=16, callbacks=callbacks, verbose=0)
+    assert resumed.history == straight.history
+    assert len(resumed.history["loss"]) == 3
+    assert_bitwise_equal(straight.state, resumed.state)
+    # It resumed rather than started again (which would have rewritten epochs 1 and 2):
+    # the old epochs are untouched and the new one is written in the current layout.
+    assert checkpoint.latest_epoch(directory) == 3
+    assert (directory / "epoch_3" / "state").is_dir()
+    for epoch in (1, 2):
+        assert not (directory / f"epoch_{epoch}" / "state").exists()
+        assert (directory / f"history_{epoch}.json").is_file()
+    assert checkpoint.restore_latest(directory, resumed.state)[2] == straight.history
+
+
+def test_keep_last_k_removes_0_1_0_epochs_with_their_history(tmp_path):
+    directory = tmp_path / "run"
+    shutil.copytree(FIXTURE, directory)
+    checkpoint.save_epoch(directory, 3, run_state(3), history={"loss": [1.0]}, keep=2)
+    assert sorted(p.name for p in directory.iterdir()) == ["epoch_2", "epoch_3", "history_2.json"]
+    checkpoint.save_epoch(directory, 1, run_state(1), keep=2)
+    assert sorted(p.name for p in directory.iterdir()) == ["epoch_1"]
