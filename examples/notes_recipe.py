@@ -20,7 +20,8 @@ import stablejax as sj
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of model A")
+    parser.add_argument("--epochs-b", type=int, default=8, help="epochs of model B")
     args = parser.parse_args()
     if args.data_dir:
         data, shape = sj.data.fashion_mnist(args.data_dir), (28, 28)
@@ -45,7 +46,7 @@ def main() -> None:
         model_b, sj.transfer.not_matching(reused), frozen_steps=4 * steps,
         first=sj.sgd(), then=sj.sgd(1e-4),  # Keras 3: "sgd" means learning rate 0.01
     )
-    history_b = sj.fit(model_b, tx_b, binary[0], epochs=8, batch_size=32,
+    history_b = sj.fit(model_b, tx_b, binary[0], epochs=args.epochs_b, batch_size=32,
                        validation_data=binary[1], loss="binary_crossentropy")
     print("model B val_accuracy:", history_b.history["val_accuracy"][-1])
 

@@ -120,8 +120,9 @@ def fit(
       steps_per_call: train steps per compiled call, >= 1.
       max_consecutive_skips: raise :class:`NonFiniteError` after this many consecutive
         non-finite updates, >= 1.
-      state: start from this :class:`~stablejax.steps.TrainState` instead of a fresh one
-        (its buffers are donated: do not use it afterwards).
+      state: start from this :class:`~stablejax.steps.TrainState` instead of a fresh one,
+        with the callbacks' state it holds (its buffers are donated: do not use it
+        afterwards).
 
     Raises:
       NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
@@ -142,7 +143,8 @@ def fit(
 
     state = init_state(model, tx) if state is None else state
     for i, cb in enumerate(callbacks):
-        state.callbacks[str(i)] = cb.init(state)
+        # A given state keeps its callbacks' state, so that it continues exactly.
+        state.callbacks.setdefault(str(i), cb.init(state))
     history: dict[str, list[float]] = {}
     if checkpoint_dir is not None:
         found = checkpoint.restore_latest(checkpoint_dir, state)

@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -316,6 +317,7 @@ CRASHING_SAVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_save_leaves_the_previous_checkpoint(tmp_path):
     checkpoint.save_epoch(tmp_path, 1, run_state(1))
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
@@ -376,37 +378,61 @@ def fixture_run():
     return module.setup()
 
 
-def test_restores_a_checkpoint_written_by_0_1_0(tmp_path):
+def fixture_template():
+    """The fixture's model, tx, data, callbacks and a run-state template filled as `fit` does."""
     import stablejax as sj
 
-    directory = tmp_path / "run"
-    shutil.copytree(FIXTURE, directory)
     model, tx, data, callbacks = fixture_run()
     like = sj.train.init_state(model, tx)
-    for i, cb in enumerate(callbacks):  # the callbacks' state, filled as `fit` fills it
+    for i, cb in enumerate(callbacks):
         like.callbacks[str(i)] = cb.init(like)
+    return model, tx, data, callbacks, like
+
+
+def recorded_state(like):
+    """The epoch-2 state as 0.1.0 itself restored it (``checkpoint_v0_1_epoch_2.npz``)."""
+    recorded = np.load(FIXTURE.parent / "checkpoint_v0_1_epoch_2.npz")
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    assert sorted(recorded.files) == sorted(jax.tree_util.keystr(p) for p, _ in with_paths)
+    leaves = []
+    for path, leaf in with_paths:
+        value = jnp.asarray(recorded[jax.tree_util.keystr(path)])
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+        leaves.append(value)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def test_restores_a_checkpoint_written_by_0_1_0(tmp_path):
+    directory = tmp_path / "run"
+    shutil.copytree(FIXTURE, directory)
+    *_, like = fixture_template()
     epoch, state, history = checkpoint.restore_latest(directory, like)
-
-    model, tx, data, callbacks = fixture_run()
-    straight = sj.fit(model, tx, data, epochs=2, batch_size=16, callbacks=callbacks, verbose=0)
     assert epoch == 2
-    assert history == straight.history
-    assert_bitwise_equal(straight.state, state)
+    with open(FIXTURE / "history_2.json") as f:
+        assert history == json.load(f)
+    assert len(history["loss"]) == 2
+    assert_bitwise_equal(recorded_state(like), state)
 
 
+@pytest.mark.slow
 def test_resumes_a_run_checkpointed_by_0_1_0(tmp_path):
     import stablejax as sj
 
     directory = tmp_path / "run"
     shutil.copytree(FIXTURE, directory)
-    model, tx, data, callbacks = fixture_run()
+    model, tx, data, callbacks, _ = fixture_template()
     resumed = sj.fit(model, tx, data, epochs=3, batch_size=16, callbacks=callbacks,
                      checkpoint_dir=directory, verbose=0)
-    model, tx, data, callbacks = fixture_run()
-    straight = sj.fit(model, tx, data, epochs=3, batch_size=16, callbacks=callbacks, verbose=0)
-    assert resumed.history == straight.history
+    # The same third epoch, continued from the state 0.1.0 recorded, without checkpoints.
+    model, tx, data, callbacks, like = fixture_template()
+    continued = sj.fit(model, tx, data, epochs=3, batch_size=16, callbacks=callbacks,
+                       state=recorded_state(like), verbose=0)
+    with open(FIXTURE / "history_2.json") as f:
+        old = json.load(f)
+    assert resumed.history == {k: v + continued.history[k] for k, v in old.items()}
     assert len(resumed.history["loss"]) == 3
-    assert_bitwise_equal(straight.state, resumed.state)
+    assert_bitwise_equal(continued.state, resumed.state)
     # It resumed rather than started again (which would have rewritten epochs 1 and 2):
     # the old epochs are untouched and the new one is written in the current layout.
     assert checkpoint.latest_epoch(directory) == 3
@@ -414,7 +440,7 @@ def test_resumes_a_run_checkpointed_by_0_1_0(tmp_path):
     for epoch in (1, 2):
         assert not (directory / f"epoch_{epoch}" / "state").exists()
         assert (directory / f"history_{epoch}.json").is_file()
-    assert checkpoint.restore_latest(directory, resumed.state)[2] == straight.history
+    assert checkpoint.restore_latest(directory, resumed.state)[2] == resumed.history
 
 
 def test_keep_last_k_removes_0_1_0_epochs_with_their_history(tmp_path):

@@ -7,6 +7,8 @@ import pytest
 
 from stablejax import cli
 
+pytestmark = pytest.mark.slow  # every test here trains with fit
+
 
 def test_help_lists_every_option(capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -3,6 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here trains with fit
+
 
 def test_quick_start_runs(tmp_path, monkeypatch):
     text = (Path(__file__).parent.parent / "README.md").read_text()

@@ -74,6 +74,7 @@ def test_load_model_into_another_architecture_names_the_leaf(trained_a):
         checkpoint.load_model(path, other)
 
 
+@pytest.mark.slow
 def test_training_b_never_changes_a_when_cloned(trained_a, task_b):
     path, saved = trained_a
     model_a = checkpoint.load_model(path, _model_a())
@@ -84,6 +85,7 @@ def test_training_b_never_changes_a_when_cloned(trained_a, task_b):
     assert not np.array_equal(model_b.layers[2].kernel[...], saved["layers"][2]["kernel"])
 
 
+@pytest.mark.slow
 def test_shared_layers_change_a_too_without_clone(trained_a, task_b):
     # The notes' warning: Sequential(model_A.layers[:-1]) shares the layers.
     path, saved = trained_a
@@ -94,6 +96,7 @@ def test_shared_layers_change_a_too_without_clone(trained_a, task_b):
     assert not np.array_equal(model_a.layers[2].kernel[...], saved["layers"][2]["kernel"])
 
 
+@pytest.mark.slow
 def test_freeze_keeps_reused_layers_bitwise_and_trains_the_head(trained_a, task_b):
     path, saved = trained_a
     model_a = checkpoint.load_model(path, _model_a())
@@ -131,6 +134,7 @@ def test_plain_masked_would_not_freeze():
     np.testing.assert_array_equal(updates["head"][...], [-0.5, -0.5])
 
 
+@pytest.mark.slow
 def test_freeze_then_finetune_switches_inside_one_fit(trained_a, task_b):
     path, saved = trained_a
     model_a = checkpoint.load_model(path, _model_a())
@@ -206,6 +210,7 @@ def test_freeze_then_finetune_clips_the_whole_tree_after_the_switch():
     np.testing.assert_allclose(norm, 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_history_reports_the_rate_of_each_phase(trained_a, task_b):
     path, _ = trained_a
     model_a = checkpoint.load_model(path, _model_a())

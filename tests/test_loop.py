@@ -1,0 +1,124 @@
+"""fit and evaluate: accuracy, determinism, resumption, non-finite steps, arguments."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import small_mlp, tree_equal
+from flax import nnx
+
+import stablejax as sj
+from stablejax import train
+
+pytestmark = pytest.mark.slow  # every test here trains with fit
+
+
+def test_notes_model_with_batch_norm_and_nadam_reaches_95_percent(digits):
+    # The notes' first model (BN after each layer, ELU, He init, softmax) on 8x8 digits.
+    model = sj.nn.mlp([300, 100], input_shape=(8, 8), activation="elu", batch_norm="after",
+                      rngs=nnx.Rngs(0))
+    history = sj.fit(model, sj.nadam(1e-3), digits.train, epochs=20, batch_size=32,
+                     validation_data=digits.valid, verbose=0)
+    assert max(history.history["val_accuracy"]) >= 0.95
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    test = train.evaluate(model, history.state, digits.test)
+    assert test["accuracy"] >= 0.93
+
+
+def test_same_seed_gives_bitwise_same_history(digits):
+    runs = []
+    for _ in range(2):
+        model = small_mlp(activation="rrelu")
+        h = sj.fit(model, sj.adam(1e-3), digits.train, epochs=2, batch_size=64,
+                   validation_data=digits.valid, verbose=0, seed=3)
+        runs.append((h.history, nnx.state(model, nnx.Param)))
+    assert runs[0][0] == runs[1][0]
+    assert tree_equal(runs[0][1], runs[1][1])
+    model = small_mlp(activation="rrelu")
+    other = sj.fit(model, sj.adam(1e-3), digits.train, epochs=2, batch_size=64, verbose=0,
+                   seed=4)
+    assert other.history["loss"] != runs[0][0]["loss"]
+
+
+def _resumable_run(digits, tmp_path, epochs, directory):
+    model = small_mlp(activation="rrelu")
+    steps = sj.data.num_batches(len(digits.train.x), 64)
+    tx = sj.sgd(
+        sj.exponential_decay(0.05, 3 * steps),
+        momentum=0.9,
+        plateau=sj.reduce_on_plateau(factor=0.5, patience=1, min_delta=0.05),
+    )
+    callbacks = [train.ReduceLROnPlateau("val_loss"),
+                 train.EarlyStopping("val_loss", patience=50, restore_best=False)]
+    return sj.fit(model, tx, digits.train, epochs=epochs, batch_size=64,
+                  validation_data=digits.valid, callbacks=callbacks, verbose=0,
+                  checkpoint_dir=None if directory is None else tmp_path / directory,
+                  steps_per_call=4)
+
+
+def test_resume_is_bitwise_the_same_as_never_stopping(digits, tmp_path):
+    straight = _resumable_run(digits, tmp_path, 8, None)
+    _resumable_run(digits, tmp_path, 4, "run")
+    resumed = _resumable_run(digits, tmp_path, 8, "run")
+    assert resumed.history == straight.history
+    assert len(resumed.history["loss"]) == 8
+    # the plateau scheduling really acted, so its state was part of what resumed
+    assert min(resumed.history["lr"]) < 0.05 * 0.1 ** (8 / 3)
+    for field in ("params", "rest", "opt_state", "step", "epoch"):
+        assert tree_equal(getattr(resumed.state, field), getattr(straight.state, field)), field
+
+
+def test_fit_stops_with_a_clear_error_after_consecutive_non_finite_steps(digits):
+    model = small_mlp()
+    before = nnx.state(model, nnx.Param)
+    before = jax.tree.map(np.array, before)
+    x = np.full_like(digits.train.x[:256], np.nan)
+    with pytest.raises(train.NonFiniteError, match="consecutive"):
+        sj.fit(model, sj.adam(1e-3), (x, digits.train.y[:256]), epochs=3, batch_size=16,
+               verbose=0, max_consecutive_skips=5, steps_per_call=1)
+    assert tree_equal(nnx.state(model, nnx.Param), before)  # the last finite state
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 1, "batch_size": 0}, "batch_size"),
+        ({"epochs": 1, "verbose": 2}, "verbose"),
+        ({"epochs": 1, "loss": "hinge"}, "loss"),
+    ],
+)
+def test_fit_rejects_bad_arguments(digits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sj.fit(small_mlp(), sj.sgd(0.01), digits.train, **kwargs)
+
+
+def test_binary_head_and_optax_transform_work(digits):
+    model = small_mlp(output="sigmoid")
+    model.layers[-1] = sj.nn.Dense(32, 1, activation="sigmoid", rngs=nnx.Rngs(2))
+    y = (digits.train.y >= 5).astype(np.float32)
+    history = sj.fit(model, optax.adam(1e-2), (digits.train.x, y), epochs=3, batch_size=64,
+                     loss="binary_crossentropy", verbose=0)
+    assert history.history["accuracy"][-1] > 0.8
+    assert "lr" not in history.history  # a plain optax optimizer exposes no rate
+    assert jnp.isfinite(history.history["loss"][-1])
+
+
+def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
+    model = small_mlp()
+    sj.fit(model, sj.sgd(0.01), digits.train, epochs=2, batch_size=256, verbose=1,
+           validation_data=digits.valid)
+    err = capsys.readouterr().err
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err
+    assert "val_accuracy" in err and "loss" in err
+
+
+def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
+    # 12 non-finite batches in a row, then finite ones, all inside one 32-step call.
+    x = np.array(digits.train.x[: 40 * 16])
+    y = digits.train.y[: 40 * 16]
+    x[4 * 16 : 16 * 16] = np.nan
+    with pytest.raises(train.NonFiniteError, match="12 consecutive"):
+        sj.fit(small_mlp(), sj.adam(1e-3), (x, y), epochs=1, batch_size=16, shuffle=False,
+               verbose=0, max_consecutive_skips=10, steps_per_call=32)
