@@ -9,21 +9,25 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Callable
+from typing import Any
 
 
-def require(name: str, value, ok: Callable[[float], bool], accepted: str) -> None:
+def require(name: str, value: Any, ok: Callable[[Any], bool], accepted: str) -> None:
     """Raises ``ValueError`` naming ``name``, ``value`` and ``accepted`` unless ``ok(value)``."""
     if isinstance(value, numbers.Real) and not ok(value):
         raise ValueError(f"{name}={value!r} is outside its accepted range {accepted}")
 
 
-def require_int(name: str, value, low: int) -> None:
+def require_int(name: str, value: Any, low: int) -> None:
     """Raises ``ValueError`` unless ``value`` is an integer >= ``low``."""
-    if isinstance(value, numbers.Real) and not (float(value).is_integer() and value >= low):
+    if isinstance(value, numbers.Real) and not (float(value).is_integer() and float(value) >= low):
         raise ValueError(f"{name}={value!r} must be an integer in [{low}, inf)")
 
 
-def check_range(name, value, low, high, *, low_open=False, high_open=False) -> None:
+def check_range(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raises ``ValueError`` unless ``value`` lies in the interval from ``low`` to ``high``."""
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     require(
@@ -34,7 +38,7 @@ def check_range(name, value, low, high, *, low_open=False, high_open=False) -> N
     )
 
 
-def index(name: str, value, low: int) -> int:
+def index(name: str, value: Any, low: int) -> int:
     """Returns ``value`` as an int after checking that it is an integer >= ``low``.
 
     Unlike the checks above it rejects arrays too: it is for counts and sizes that are

@@ -73,7 +73,7 @@ class ReduceLROnPlateau(Callback):
 
     monitor: str = "val_loss"
 
-    def init(self, state: TrainState):
+    def init(self, state: TrainState) -> Any:
         """Checks the optimizer holds a plateau transform whose mode suits the monitor."""
         found = plateau.states(state.opt_state)
         if not found:
@@ -94,7 +94,9 @@ class ReduceLROnPlateau(Callback):
                 )
         return {}
 
-    def on_epoch_end(self, state: TrainState, own, logs: dict) -> tuple[TrainState, Any, bool]:
+    def on_epoch_end(
+        self, state: TrainState, own: Any, logs: dict[str, float]
+    ) -> tuple[TrainState, Any, bool]:
         """Advances the plateau state with ``logs[monitor]``; never stops training."""
         opt_state = plateau.observe(state.opt_state, jnp.float32(_monitored(logs, self.monitor)))
         return state._replace(opt_state=opt_state), own, False
@@ -136,7 +138,7 @@ class EarlyStopping(Callback):
             self.start_from_epoch,
         )
 
-    def init(self, state: TrainState):
+    def init(self, state: TrainState) -> Any:
         """The callback's initial state (and a copy of the weights with restore_best)."""
         own = {"machine": self.machine.init(), "stopped": jnp.asarray(False)}
         if self.restore_best:
@@ -144,7 +146,9 @@ class EarlyStopping(Callback):
             own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
         return own
 
-    def on_epoch_end(self, state: TrainState, own, logs: dict):
+    def on_epoch_end(
+        self, state: TrainState, own: Any, logs: dict[str, float]
+    ) -> tuple[TrainState, Any, bool]:
         """Advances the early-stopping state; keeps the best weights; says whether to stop."""
         machine, improved, stop = self.machine.update(
             own["machine"], jnp.float32(_monitored(logs, self.monitor))
@@ -154,7 +158,7 @@ class EarlyStopping(Callback):
             own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
         return state, own, bool(stop)
 
-    def on_train_end(self, state: TrainState, own) -> TrainState:
+    def on_train_end(self, state: TrainState, own: Any) -> TrainState:
         """Puts back the best epoch's parameters and statistics with restore_best."""
         if self.restore_best and int(own["machine"].best_epoch) >= 0:
             params, rest = own["best"]
@@ -175,14 +179,14 @@ class LearningRateScheduler(Callback):
 
     schedule: Callable
 
-    def init(self, state: TrainState):
+    def init(self, state: TrainState) -> Any:
         """Checks that the optimizer's learning rate can be set."""
         optimizers.set_learning_rate(
             state.opt_state, optimizers.current_learning_rate(state.opt_state)
         )
         return {}
 
-    def on_epoch_begin(self, state: TrainState, own, epoch: int) -> TrainState:
+    def on_epoch_begin(self, state: TrainState, own: Any, epoch: int) -> TrainState:
         """Sets the rate of the coming epoch."""
         current = float(optimizers.current_learning_rate(state.opt_state))
         try:

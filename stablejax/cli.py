@@ -140,7 +140,7 @@ def _table(history: dict[str, list[float]]) -> str:
                      for r in rows)
 
 
-def train_command(args) -> int:
+def train_command(args: argparse.Namespace) -> int:
     """Runs ``stablejax train``; returns the exit status.
 
     A bad configuration (an argument the library rejects, missing data files, a
@@ -196,7 +196,7 @@ def _setup(args):
         output_activation=None,
         rngs=nnx.Rngs(args.seed),
     )
-    callbacks = []
+    callbacks: list[sj.callbacks.Callback] = []
     if args.schedule == "plateau":
         callbacks.append(sj.train.ReduceLROnPlateau("val_loss"))
     if args.patience is not None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from stablejax._checks import index
 
@@ -66,7 +67,7 @@ def digits(
     test: float = 0.2,
     seed: int = 0,
     flatten: bool = False,
-    dtype=np.float32,
+    dtype: npt.DTypeLike = np.float32,
 ) -> Splits:
     """scikit-learn's handwritten digits, split into train/validation/test.
 
@@ -124,7 +125,7 @@ def digits(
 
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -182,7 +183,9 @@ _FASHION_FILES = (
 )
 
 
-def fashion_mnist(path: str | os.PathLike, *, validation: int = 5000, dtype=np.float32) -> Splits:
+def fashion_mnist(
+    path: str | os.PathLike, *, validation: int = 5000, dtype: npt.DTypeLike = np.float32
+) -> Splits:
     """Fashion-MNIST from the four standard IDX files in the directory `path`.
 
     Reads ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
@@ -295,8 +298,8 @@ def epoch_order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) 
 
 
 def batches(
-    x,
-    y,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
     batch_size: int,
     *,
     shuffle: bool = True,

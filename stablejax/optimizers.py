@@ -127,7 +127,7 @@ def _with_learning_rate(chain, learning_rate, decay, plateau):
 class SwitchState(NamedTuple):
     """State of :func:`switch`: the step count, the boundary and both inner states."""
 
-    count: jax.Array  # int32, updates done
+    count: jax.Array  # type: ignore[assignment] # int32, updates done
     boundary: jax.Array  # int32, updates run by `first`
     first: optax.OptState
     then: optax.OptState

@@ -48,7 +48,7 @@ class ReduceOnPlateauState(NamedTuple):
     best: jax.Array  # float32, +inf ("min") or -inf ("max") before the first value
     wait: jax.Array  # int32, epochs without improvement
     cooldown_counter: jax.Array  # int32, epochs of cooldown left
-    count: jax.Array  # int32, number of values observed
+    count: jax.Array  # type: ignore[assignment] # int32, number of values observed
     factor: jax.Array  # float32
     patience: jax.Array  # int32
     min_delta: jax.Array  # float32

@@ -62,7 +62,7 @@ class TrainState(NamedTuple):
 
 def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
     """Builds the initial :class:`TrainState` of ``model`` trained by ``tx``."""
-    _, params, rest = nnx.split(model, nnx.Param, ...)
+    _, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     zero = jnp.zeros((), jnp.int32)
     state = TrainState(params, rest, tx.init(params), zero, zero, zero, {})
     return jax.tree.map(_own_buffer, state)
@@ -110,7 +110,7 @@ def _train_body(
             # copy: the variables are mutated (batch statistics) inside this grad trace.
             model = nnx.merge(graphdef, params, state.rest, copy=True)
             outputs = model(x)
-            _, _, rest = nnx.split(model, nnx.Param, ...)
+            _, _, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
             return loss_fn(outputs, y), (outputs, rest)
 
         (value, (outputs, rest)), grads = jax.value_and_grad(objective, has_aux=True)(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import optax
@@ -64,7 +65,7 @@ def reuse(model_a: nnx.Sequential, head: nnx.Module, *, clone: bool = True) -> n
 
 def param_paths(model: nnx.Module) -> list[str]:
     """Paths of ``model``'s trainable parameters, e.g. ``"layers/2/kernel"``."""
-    _, params, _ = nnx.split(model, nnx.Param, ...)
+    _, params, _ = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return [nn.path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
@@ -96,7 +97,9 @@ def _predicate(trainable: str | Iterable[str] | Predicate) -> Predicate:
     return trainable if callable(trainable) else matching(trainable)
 
 
-def labels(params, trainable: str | Iterable[str] | Predicate, yes: str, no: str):
+def labels(
+    params: Any, trainable: str | Iterable[str] | Predicate, yes: str, no: str
+) -> Any:
     """A pytree like ``params`` with ``yes`` where ``trainable(path)`` holds, else ``no``."""
     predicate = _predicate(trainable)
     return jax.tree_util.tree_map_with_path(

@@ -47,7 +47,7 @@ def _check_same_tree(updates, state_tree, where):
 
     Runs at trace time and compares structures only, so it costs nothing per step.
     """
-    if jax.tree.structure(updates) == jax.tree.structure(state_tree):
+    if jax.tree.structure(updates) == jax.tree.structure(state_tree):  # type: ignore[operator]
         return
     paths = [
         {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(t)}
@@ -77,7 +77,9 @@ class ScaleByMomentumState(NamedTuple):
     velocity: optax.Updates
 
 
-def scale_by_momentum(momentum, nesterov=False) -> optax.GradientTransformation:
+def scale_by_momentum(
+    momentum: jax.typing.ArrayLike, nesterov: bool = False
+) -> optax.GradientTransformation:
     """Keras's (heavy-ball or Nesterov) momentum, with the learning rate inside the velocity.
 
     This transform comes *after* the learning-rate scaling: it receives
@@ -137,7 +139,9 @@ class ScaleByAdagradState(NamedTuple):
     accumulator: optax.Updates
 
 
-def scale_by_adagrad(initial_accumulator_value=0.1, epsilon=1e-7) -> optax.GradientTransformation:
+def scale_by_adagrad(
+    initial_accumulator_value: jax.typing.ArrayLike = 0.1, epsilon: jax.typing.ArrayLike = 1e-7
+) -> optax.GradientTransformation:
     """Keras's Adagrad scaling, epsilon inside the square root::
 
         a_t = a_{t-1} + g_t**2                     (a_0 = initial_accumulator_value)
@@ -189,7 +193,9 @@ class ScaleByRmspropState(NamedTuple):
     mean_gradient: optax.Updates | None
 
 
-def scale_by_rmsprop(rho=0.9, epsilon=1e-7, centered=False) -> optax.GradientTransformation:
+def scale_by_rmsprop(
+    rho: jax.typing.ArrayLike = 0.9, epsilon: jax.typing.ArrayLike = 1e-7, centered: bool = False
+) -> optax.GradientTransformation:
     """Keras's RMSprop scaling, epsilon inside the square root::
 
         s_t = rho * s_{t-1} + (1 - rho) * g_t**2                 (s_0 = 0)
@@ -254,14 +260,17 @@ def scale_by_rmsprop(rho=0.9, epsilon=1e-7, centered=False) -> optax.GradientTra
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: step count, moments, and the running max of ``nu``."""
 
-    count: jax.Array  # int32 scalar: number of updates done
+    count: jax.Array  # type: ignore[assignment] # int32 scalar: number of updates done
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None  # only with amsgrad
 
 
 def scale_by_adam(
-    beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False
+    beta_1: jax.typing.ArrayLike = 0.9,
+    beta_2: jax.typing.ArrayLike = 0.999,
+    epsilon: jax.typing.ArrayLike = 1e-7,
+    amsgrad: bool = False,
 ) -> optax.GradientTransformation:
     """Keras's Adam scaling, with its "epsilon hat" (epsilon not bias-corrected)::
 
@@ -332,14 +341,17 @@ def scale_by_adam(
 class ScaleByNadamState(NamedTuple):
     """State of :func:`scale_by_nadam`: step count, moments and the momentum product."""
 
-    count: jax.Array  # int32 scalar: number of updates done
+    count: jax.Array  # type: ignore[assignment] # int32 scalar: number of updates done
     mu: optax.Updates
     nu: optax.Updates
     mu_product: jax.Array  # prod_{i<=t} mu_i, float32 (float64 for float64 params)
 
 
 def scale_by_nadam(
-    beta_1=0.9, beta_2=0.999, epsilon=1e-7, momentum_decay=1.0
+    beta_1: jax.typing.ArrayLike = 0.9,
+    beta_2: jax.typing.ArrayLike = 0.999,
+    epsilon: jax.typing.ArrayLike = 1e-7,
+    momentum_decay: jax.typing.ArrayLike = 1.0,
 ) -> optax.GradientTransformation:
     """Nadam scaling with Dozat's momentum schedule, as Keras computes it::
 
