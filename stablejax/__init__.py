@@ -23,14 +23,9 @@ from stablejax import (
     transfer,
     transforms,
 )
-from stablejax.clipping import (
-    SkipNonfiniteState,
-    all_finite,
-    clip_by_global_norm,
-    clip_by_norm,
-    clip_by_value,
-    skip_nonfinite,
-)
+from stablejax.clipping import clip_by_global_norm, clip_by_norm, clip_by_value
+from stablejax.combine import switch
+from stablejax.guard import SkipNonfiniteState, all_finite, skip_nonfinite
 from stablejax.optimizers import (
     adagrad,
     adam,
@@ -39,7 +34,6 @@ from stablejax.optimizers import (
     rmsprop,
     set_learning_rate,
     sgd,
-    switch,
 )
 from stablejax.plateau import (
     EarlyStoppingState,

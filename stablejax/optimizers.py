@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +35,7 @@ import optax
 
 from stablejax import clipping, transforms
 from stablejax._checks import check_range
+from stablejax.combine import SwitchState
 from stablejax.plateau import plateau_scale
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
     "rmsprop",
     "set_learning_rate",
     "sgd",
-    "switch",
-    "SwitchState",
 ]
 
 
@@ -124,57 +122,6 @@ def _with_learning_rate(chain, learning_rate, decay, plateau):
     return optax.inject_hyperparams(with_rate)(learning_rate=rate)
 
 
-class SwitchState(NamedTuple):
-    """State of :func:`switch`: the step count, the boundary and both inner states."""
-
-    count: jax.Array  # int32, updates done
-    boundary: jax.Array  # int32, updates run by `first`
-    first: optax.OptState
-    then: optax.OptState
-
-
-def switch(
-    first: optax.GradientTransformation,
-    then: optax.GradientTransformation,
-    boundary: int,
-) -> optax.GradientTransformation:
-    """Runs ``first`` for the first ``boundary`` updates, ``then`` afterwards.
-
-    The phase is chosen by the step count inside the compiled update (``lax.cond``), so
-    nothing is recompiled at the switch. ``then``'s state starts fresh at the switch
-    (it is initialised at the start and untouched until then), as a Keras recompile
-    does; ``first``'s state is kept in the optimizer state but no longer used.
-    :func:`current_learning_rate` reads the rate of the phase of the last update.
-    """
-    if not (isinstance(boundary, int) and boundary >= 0):
-        raise ValueError(f"boundary must be an integer >= 0, got {boundary!r}")
-
-    def init_fn(params):
-        return SwitchState(
-            jnp.zeros((), jnp.int32),
-            jnp.asarray(boundary, jnp.int32),
-            first.init(params),
-            then.init(params),
-        )
-
-    def update_fn(updates, state, params=None):
-        def run_first(_):
-            new, inner = first.update(updates, state.first, params)
-            return new, inner, state.then
-
-        def run_then(_):
-            new, inner = then.update(updates, state.then, params)
-            return new, state.first, inner
-
-        new, first_state, then_state = jax.lax.cond(
-            state.count < boundary, run_first, run_then, None
-        )
-        count = optax.safe_increment(state.count)
-        return new, SwitchState(count, state.boundary, first_state, then_state)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
 def _active_phase(opt_state):
     """``opt_state`` with each :class:`SwitchState` replaced by its last update's branch.
 
@@ -242,8 +189,9 @@ def current_learning_rate(opt_state) -> jax.Array:
     ``hyperparams["learning_rate"] * plateau_scale(opt_state)``: the scheduled (and
     decayed) rate, times the reduction of any :func:`stablejax.plateau.reduce_on_plateau`.
     After ``init`` it is the rate of the first update; after an update, the rate that update
-    used, with the plateau reductions observed since. Inside a :func:`switch` only the
-    phase of the last update counts. Reads concrete values: call it outside ``jit``.
+    used, with the plateau reductions observed since. Inside a
+    :func:`stablejax.combine.switch` only the phase of the last update counts. Reads
+    concrete values: call it outside ``jit``.
 
     Raises:
       ValueError: when ``opt_state`` holds no injected learning rate, or several (say two
