@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from stablejax import (
     activations,
     clipping,
+    combine,
+    guard,
     initializers,
     losses,
     optimizers,
@@ -28,14 +30,9 @@ from stablejax import (
     stopping,
     transforms,
 )
-from stablejax.clipping import (
-    SkipNonfiniteState,
-    all_finite,
-    clip_by_global_norm,
-    clip_by_norm,
-    clip_by_value,
-    skip_nonfinite,
-)
+from stablejax.clipping import clip_by_global_norm, clip_by_norm, clip_by_value
+from stablejax.combine import switch
+from stablejax.guard import SkipNonfiniteState, all_finite, skip_nonfinite
 from stablejax.optimizers import (
     adagrad,
     adam,
@@ -44,7 +41,6 @@ from stablejax.optimizers import (
     rmsprop,
     set_learning_rate,
     sgd,
-    switch,
 )
 from stablejax.plateau import (
     ReduceOnPlateauState,
@@ -106,7 +102,9 @@ __all__ = [
     "callbacks",
     "checkpoint",
     "clipping",
+    "combine",
     "data",
+    "guard",
     "initializers",
     "loop",
     "losses",

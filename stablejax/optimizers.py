@@ -28,14 +28,17 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import optax
+from optax import tree_utils
 
 from stablejax import clipping, transforms
 from stablejax._checks import check_range
+from stablejax.combine import SwitchState
 from stablejax.plateau import plateau_scale
 
 __all__ = [
@@ -46,58 +49,83 @@ __all__ = [
     "rmsprop",
     "set_learning_rate",
     "sgd",
-    "switch",
-    "SwitchState",
 ]
 
+Clip: TypeAlias = float | None  # a clipping threshold, or none
+Plateau: TypeAlias = optax.GradientTransformationExtraArgs  # a `reduce_on_plateau`
+# `chain(clip, rate, plateau)`: an alias's chain around the three transforms it shares.
+Chain = Callable[
+    [optax.GradientTransformation, optax.GradientTransformation, optax.GradientTransformation],
+    optax.GradientTransformation,
+]
 
-def _clip(clipvalue, clipnorm, global_clipnorm):
-    given = {
-        name: value
-        for name, value in [
-            ("clipvalue", clipvalue),
-            ("clipnorm", clipnorm),
-            ("global_clipnorm", global_clipnorm),
-        ]
-        if value is not None
-    }
+_CLIPPING = {
+    "clipvalue": clipping.clip_by_value,
+    "clipnorm": clipping.clip_by_norm,
+    "global_clipnorm": clipping.clip_by_global_norm,
+}
+
+
+def _clip(clipvalue: Clip, clipnorm: Clip, global_clipnorm: Clip) -> optax.GradientTransformation:
+    values = zip(_CLIPPING, (clipvalue, clipnorm, global_clipnorm), strict=True)
+    given = {name: value for name, value in values if value is not None}
     if len(given) > 1:
         raise ValueError(
             f"at most one of clipvalue, clipnorm, global_clipnorm may be set, got {given}"
         )
-    if clipvalue is not None:
-        return clipping.clip_by_value(clipvalue)
-    if clipnorm is not None:
-        return clipping.clip_by_norm(clipnorm)
-    if global_clipnorm is not None:
-        return clipping.clip_by_global_norm(global_clipnorm)
-    return optax.identity()
+    if not given:
+        return optax.identity()
+    [(name, value)] = given.items()
+    return _CLIPPING[name](value)
 
 
-def _scale_by_learning_rate(learning_rate):
+def _scale_by_learning_rate(learning_rate: jax.Array) -> optax.GradientTransformation:
     """``u -> -learning_rate * u`` in each update's own dtype.
 
     ``optax.scale_by_learning_rate`` would promote bfloat16 updates to the float32 of the
     injected rate when the parameters mix the two dtypes.
     """
+    return optax.stateless(
+        lambda updates, params: jax.tree.map(
+            lambda u: (-learning_rate * u).astype(u.dtype), updates
+        )
+    )
 
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u: (-learning_rate * u).astype(u.dtype), updates), state
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
-
-
-def _is_zero(value):
+def _is_zero(value: Any) -> bool:
     """True only for a Python or numpy zero; an array may change later (inject_hyperparams)."""
     return isinstance(value, numbers.Real) and value == 0
 
 
-def _with_learning_rate(chain, learning_rate, decay, plateau):
-    """``optax.inject_hyperparams(chain)(learning_rate=...)``, with the legacy decay folded in.
+def _momentum(momentum: float, nesterov: bool = False) -> optax.GradientTransformation:
+    """Keras's momentum buffer, or nothing for a momentum that is the number 0.
 
-    ``chain`` maps the learning rate (a scalar) and the plateau transform to the chain.
+    An array momentum comes from an outer ``optax.inject_hyperparams``: the transform is
+    kept (momentum 0 computes the same as none) so that the state's structure cannot
+    depend on its value.
     """
+    if _is_zero(momentum) and not nesterov:
+        return optax.identity()
+    return transforms.scale_by_momentum(momentum, nesterov)
+
+
+def _keras(
+    chain: Chain,
+    learning_rate: optax.ScalarOrSchedule,
+    clipvalue: Clip,
+    clipnorm: Clip,
+    global_clipnorm: Clip,
+    decay: float,
+    plateau: Plateau | None,
+) -> optax.GradientTransformationExtraArgs:
+    """``chain(clip, rate, plateau)`` under ``optax.inject_hyperparams`` over the rate.
+
+    The options every alias shares, in one place: the clipping (``optax.identity()`` when
+    none), the checks of ``learning_rate`` and ``decay``, the legacy decay folded into the
+    rate, the rate itself (``u -> -lr_t * u``) and the plateau transform bound to that
+    rate (``optax.identity()`` when none).
+    """
+    clip = _clip(clipvalue, clipnorm, global_clipnorm)
     if not callable(learning_rate):
         check_range("learning_rate", learning_rate, 0, math.inf, high_open=True)
     check_range("decay", decay, 0, math.inf, high_open=True)
@@ -108,78 +136,26 @@ def _with_learning_rate(chain, learning_rate, decay, plateau):
     if not _is_zero(decay) or isinstance(learning_rate, jax.Array):
         schedule = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
         rate = lambda step: schedule(step) / (1 + decay * step)  # Keras 2's `_decayed_lr`
-    if plateau is None:
-        return optax.inject_hyperparams(
-            lambda learning_rate: chain(learning_rate, optax.identity())
-        )(learning_rate=rate)
 
     def with_rate(learning_rate):
-        # The plateau compares `learning_rate * scale` with its min_lr, as Keras compares
-        # the optimizer's rate: hand it the rate this update uses.
-        bound = optax.GradientTransformationExtraArgs(
-            plateau.init, functools.partial(plateau.update, learning_rate=learning_rate)
-        )
-        return chain(learning_rate, bound)
+        if plateau is None:
+            bound: optax.GradientTransformation = optax.identity()
+        else:
+            # The plateau compares `learning_rate * scale` with its min_lr, as Keras
+            # compares the optimizer's rate: hand it the rate this update uses.
+            bound = optax.GradientTransformationExtraArgs(
+                plateau.init, functools.partial(plateau.update, learning_rate=learning_rate)
+            )
+        return chain(clip, _scale_by_learning_rate(learning_rate), bound)
 
     return optax.inject_hyperparams(with_rate)(learning_rate=rate)
 
 
-class SwitchState(NamedTuple):
-    """State of :func:`switch`: the step count, the boundary and both inner states."""
+def _active_phase(opt_state: optax.OptState) -> optax.OptState:
+    """``opt_state`` with each :class:`~stablejax.combine.SwitchState` replaced by its phase.
 
-    count: jax.Array  # type: ignore[assignment] # int32, updates done
-    boundary: jax.Array  # int32, updates run by `first`
-    first: optax.OptState
-    then: optax.OptState
-
-
-def switch(
-    first: optax.GradientTransformation,
-    then: optax.GradientTransformation,
-    boundary: int,
-) -> optax.GradientTransformation:
-    """Runs ``first`` for the first ``boundary`` updates, ``then`` afterwards.
-
-    The phase is chosen by the step count inside the compiled update (``lax.cond``), so
-    nothing is recompiled at the switch. ``then``'s state starts fresh at the switch
-    (it is initialised at the start and untouched until then), as a Keras recompile
-    does; ``first``'s state is kept in the optimizer state but no longer used.
-    :func:`current_learning_rate` reads the rate of the phase of the last update.
-    """
-    if not (isinstance(boundary, int) and boundary >= 0):
-        raise ValueError(f"boundary must be an integer >= 0, got {boundary!r}")
-
-    def init_fn(params):
-        return SwitchState(
-            jnp.zeros((), jnp.int32),
-            jnp.asarray(boundary, jnp.int32),
-            first.init(params),
-            then.init(params),
-        )
-
-    def update_fn(updates, state, params=None):
-        def run_first(_):
-            new, inner = first.update(updates, state.first, params)
-            return new, inner, state.then
-
-        def run_then(_):
-            new, inner = then.update(updates, state.then, params)
-            return new, state.first, inner
-
-        new, first_state, then_state = jax.lax.cond(
-            state.count < boundary, run_first, run_then, None
-        )
-        count = optax.safe_increment(state.count)
-        return new, SwitchState(count, state.boundary, first_state, then_state)
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _active_phase(opt_state):
-    """``opt_state`` with each :class:`SwitchState` replaced by its last update's branch.
-
-    After ``init`` that is the branch of the first update. Reads concrete counts: for
-    reporting, outside ``jit``.
+    The phase is the branch of the last update; after ``init``, that of the first update.
+    Reads concrete counts: for reporting, outside ``jit``.
     """
     is_switch = lambda x: isinstance(x, SwitchState)
 
@@ -192,77 +168,112 @@ def _active_phase(opt_state):
     return jax.tree.map(resolve, opt_state, is_leaf=is_switch)
 
 
-def _injected(opt_state) -> list[tuple[str, optax.InjectStatefulHyperparamsState]]:
-    is_injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
-    return [
-        (jax.tree_util.keystr(path), s)
-        for path, s in jax.tree_util.tree_leaves_with_path(opt_state, is_leaf=is_injected)
-        if is_injected(s) and "learning_rate" in s.hyperparams
-    ]
+def _outermost(field: str) -> Callable[[tuple, Any], bool]:
+    """A ``tree_utils`` filtering: the ``learning_rate`` key of ``field`` (``"hyperparams"``
+    or ``"hyperparams_states"``) of an injected state that no other injected state holds.
+
+    An alias under an outer ``optax.inject_hyperparams`` follows the outer rate: that one
+    is the rate to read and to set.
+    """
+    name = optax.InjectStatefulHyperparamsState.__name__
+
+    def filtering(path, value):
+        del value
+        injected = [
+            key for key in path
+            if isinstance(key, tree_utils.NamedTupleKey) and key.tuple_name == name
+        ]
+        return injected == [tree_utils.NamedTupleKey(name, field)] and path[-2] == injected[0]
+
+    return filtering
 
 
-def _one_injected(opt_state) -> optax.InjectStatefulHyperparamsState:
-    found = _injected(opt_state)
+def _injected_rate(opt_state: optax.OptState) -> jax.Array:
+    """The one injected learning rate in ``opt_state`` (the value, not a schedule)."""
+    found = tree_utils.tree_get_all_with_path(
+        opt_state, "learning_rate", _outermost("hyperparams")
+    )
     if len(found) != 1:
+        paths = [jax.tree_util.keystr(path) for path, _ in found]
         raise ValueError(
             f"expected one injected learning_rate in the optimizer state, found {len(found)}"
-            f" (at {[path for path, _ in found]}); pass the sub-state of one optimizer"
+            f" (at {paths}); pass the sub-state of one optimizer"
         )
     return found[0][1]
 
 
-def set_learning_rate(opt_state, learning_rate) -> optax.OptState:
+def set_learning_rate(
+    opt_state: optax.OptState, learning_rate: jax.typing.ArrayLike
+) -> optax.OptState:
     """Returns ``opt_state`` with its constant injected learning rate replaced.
 
     What Keras's ``optimizer.learning_rate = value`` does, for the state of an alias
     built with a float ``learning_rate`` (or any ``optax.inject_hyperparams`` optimizer
-    with a constant one). The next updates use the new rate.
+    with a constant one). The next updates use the new rate, in the dtype of the old one.
 
     Raises:
       ValueError: when ``opt_state`` holds no injected learning rate, several, or one
         that follows a schedule (or ``decay``), which would overwrite it at every update.
+
+    Warning:
+      ``optax.tree_utils.tree_set(state, learning_rate=...)`` replaces every
+      ``learning_rate`` key it finds (a schedule's state, a plateau's, an inner alias's);
+      this sets the one rate the next updates use, or refuses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = sgd(0.1)
+      >>> state = set_learning_rate(tx.init(jnp.zeros(2)), 0.5)
+      >>> updates, state = tx.update(jnp.array([1.0, 2.0]), state)
+      >>> print(updates, current_learning_rate(state))
+      [-0.5 -1. ] 0.5
     """
-    injected = _one_injected(opt_state)
-    if "learning_rate" in injected.hyperparams_states:
+    old = _injected_rate(opt_state)
+    if tree_utils.tree_get_all_with_path(
+        opt_state, "learning_rate", _outermost("hyperparams_states")
+    ):
         raise ValueError(
             "the learning rate follows a schedule (or decay) and cannot be set; build the "
             "optimizer with a float learning_rate"
         )
-    old = injected.hyperparams["learning_rate"]
-    hyperparams = dict(injected.hyperparams, learning_rate=jnp.asarray(learning_rate, old.dtype))
-    new = injected._replace(hyperparams=hyperparams)
-    return jax.tree.map(
-        lambda x: new if x is injected else x, opt_state, is_leaf=lambda x: x is injected
+    return tree_utils.tree_set(
+        opt_state, _outermost("hyperparams"), learning_rate=jnp.asarray(learning_rate, old.dtype)
     )
 
 
-def current_learning_rate(opt_state) -> jax.Array:
+def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The learning rate of the alias whose state is (or is inside) ``opt_state``.
 
     ``hyperparams["learning_rate"] * plateau_scale(opt_state)``: the scheduled (and
     decayed) rate, times the reduction of any :func:`stablejax.plateau.reduce_on_plateau`.
     After ``init`` it is the rate of the first update; after an update, the rate that update
-    used, with the plateau reductions observed since. Inside a :func:`switch` only the
-    phase of the last update counts. Reads concrete values: call it outside ``jit``.
+    used, with the plateau reductions observed since. Inside a
+    :func:`stablejax.combine.switch` only the phase of the last update counts. Reads
+    concrete values: call it outside ``jit``.
 
     Raises:
       ValueError: when ``opt_state`` holds no injected learning rate, or several (say two
         aliases under ``optax.multi_transform``): pass the one sub-state then.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = sgd(lambda step: 0.1 / (1 + step))
+      >>> state = tx.init(jnp.zeros(2))
+      >>> print(current_learning_rate(state))
+      0.1
+      >>> _, state = tx.update(jnp.ones(2), state)
+      >>> _, state = tx.update(jnp.ones(2), state)
+      >>> print(current_learning_rate(state))
+      0.05
     """
     active = _active_phase(opt_state)
-    return _one_injected(active).hyperparams["learning_rate"] * plateau_scale(active)
+    return _injected_rate(active) * plateau_scale(active)
 
 
 def sgd(
-    learning_rate=0.01,
-    momentum=0.0,
-    nesterov=False,
-    *,
-    clipvalue=None,
-    clipnorm=None,
-    global_clipnorm=None,
-    decay=0.0,
-    plateau=None,
+    learning_rate: optax.ScalarOrSchedule = 0.01, momentum: float = 0.0, nesterov: bool = False,
+    *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
+    decay: float = 0.0, plateau: Plateau | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras's SGD, with momentum and Nesterov momentum (lr inside the velocity)::
 
@@ -277,6 +288,17 @@ def sgd(
       nesterov: Nesterov momentum; needs momentum > 0. Default False.
       clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = sgd(0.1, momentum=0.9)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for _ in range(3):  # a constant gradient: the velocity builds up
+      ...     updates, state = tx.update(jnp.ones(1), state)
+      ...     print(updates)
+      [-0.1]
+      [-0.19]
+      [-0.271]
+
     Warning:
       Keras keeps the learning rate inside the velocity; ``optax.sgd`` and PyTorch's SGD
       scale the whole buffer by the current rate. The trajectories agree with a constant
@@ -288,32 +310,16 @@ def sgd(
       Polyak, 1964; Sutskever et al., "On the importance of initialization and momentum in
       deep learning", ICML 2013.
     """
-    clip = _clip(clipvalue, clipnorm, global_clipnorm)
-    # An array momentum comes from `optax.inject_hyperparams(sgd)`: keep the transform
-    # (momentum 0 computes plain SGD) so the state's structure cannot depend on its value.
-    velocity = (
-        optax.identity()
-        if _is_zero(momentum) and not nesterov
-        else transforms.scale_by_momentum(momentum, nesterov)
-    )
-    return _with_learning_rate(
-        lambda learning_rate, plateau: optax.chain(
-            clip, _scale_by_learning_rate(learning_rate), plateau, velocity
-        ),
-        learning_rate, decay, plateau,
-    )
+    velocity = _momentum(momentum, nesterov)
+    chain = lambda clip, rate, plateau: optax.chain(clip, rate, plateau, velocity)
+    return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
 def adagrad(
-    learning_rate=0.001,
-    initial_accumulator_value=0.1,
-    epsilon=1e-7,
-    *,
-    clipvalue=None,
-    clipnorm=None,
-    global_clipnorm=None,
-    decay=0.0,
-    plateau=None,
+    learning_rate: optax.ScalarOrSchedule = 0.001, initial_accumulator_value: float = 0.1,
+    epsilon: float = 1e-7,
+    *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
+    decay: float = 0.0, plateau: Plateau | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras's Adagrad::
 
@@ -326,6 +332,13 @@ def adagrad(
       epsilon: > 0, inside the square root. Default 1e-7.
       clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adagrad(0.1)
+      >>> updates, _ = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
+      >>> print(updates.round(4))  # -0.1 * g / sqrt(0.1 + g**2 + 1e-7)
+      [-0.0953  0.0994]
+
     Warning:
       ``optax.adagrad`` computes the same (V7). PyTorch defaults to lr 1e-2, accumulator 0,
       eps 1e-10 outside the square root, and Keras 2 also put epsilon outside; PyTorch's
@@ -334,28 +347,16 @@ def adagrad(
     References:
       Duchi, Hazan and Singer, JMLR 12, 2011.
     """
-    clip = _clip(clipvalue, clipnorm, global_clipnorm)
     scale = transforms.scale_by_adagrad(initial_accumulator_value, epsilon)
-    return _with_learning_rate(
-        lambda learning_rate, plateau: optax.chain(
-            clip, scale, _scale_by_learning_rate(learning_rate), plateau
-        ),
-        learning_rate, decay, plateau,
-    )
+    chain = lambda clip, rate, plateau: optax.chain(clip, scale, rate, plateau)
+    return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
 def rmsprop(
-    learning_rate=0.001,
-    rho=0.9,
-    momentum=0.0,
-    epsilon=1e-7,
-    centered=False,
-    *,
-    clipvalue=None,
-    clipnorm=None,
-    global_clipnorm=None,
-    decay=0.0,
-    plateau=None,
+    learning_rate: optax.ScalarOrSchedule = 0.001, rho: float = 0.9, momentum: float = 0.0,
+    epsilon: float = 1e-7, centered: bool = False,
+    *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
+    decay: float = 0.0, plateau: Plateau | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras's RMSprop (epsilon inside the square root, lr inside the momentum buffer)::
 
@@ -374,6 +375,17 @@ def rmsprop(
       centered: normalise by the variance rather than the mean square. Default False.
       clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = rmsprop(0.01, centered=True)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for g in (1.0, 1.0, -1.0):  # divided by the running standard deviation of g
+      ...     updates, state = tx.update(jnp.array([g]), state)
+      ...     print(updates.round(4))
+      [-0.0333]
+      [-0.0255]
+      [0.0194]
+
     Warning:
       ``optax.rmsprop(eps=1e-7, ...)`` computes the same, also with centering, momentum
       and schedules (V9, V11, V12); its default eps is 1e-8. PyTorch uses
@@ -383,32 +395,16 @@ def rmsprop(
     References:
       Tieleman and Hinton, Lecture 6.5, 2012; Graves, arXiv:1308.0850, 2013 (centered).
     """
-    clip = _clip(clipvalue, clipnorm, global_clipnorm)
-    scale = transforms.scale_by_rmsprop(rho, epsilon, centered)
-    # Same reason as in `sgd` for keeping the momentum transform when momentum is an array.
-    velocity = (
-        optax.identity() if _is_zero(momentum) else transforms.scale_by_momentum(momentum)
-    )
-    return _with_learning_rate(
-        lambda learning_rate, plateau: optax.chain(
-            clip, scale, _scale_by_learning_rate(learning_rate), plateau, velocity
-        ),
-        learning_rate, decay, plateau,
-    )
+    scale, velocity = transforms.scale_by_rmsprop(rho, epsilon, centered), _momentum(momentum)
+    chain = lambda clip, rate, plateau: optax.chain(clip, scale, rate, plateau, velocity)
+    return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
 def adam(
-    learning_rate=0.001,
-    beta_1=0.9,
-    beta_2=0.999,
-    epsilon=1e-7,
-    amsgrad=False,
-    *,
-    clipvalue=None,
-    clipnorm=None,
-    global_clipnorm=None,
-    decay=0.0,
-    plateau=None,
+    learning_rate: optax.ScalarOrSchedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+    epsilon: float = 1e-7, amsgrad: bool = False,
+    *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
+    decay: float = 0.0, plateau: Plateau | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras's Adam, with its "epsilon hat"::
 
@@ -424,6 +420,13 @@ def adam(
       amsgrad: AMSGrad's running maximum of v. Default False.
       clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adam(0.1)
+      >>> updates, _ = tx.update(jnp.array([1e-5, -5.0]), tx.init(jnp.zeros(2)))
+      >>> [round(float(u), 4) for u in updates]  # -0.1 * sign(g), unless |g| nears epsilon
+      [-0.076, 0.1]
+
     Warning:
       Keras adds epsilon before the bias correction; ``optax.adam`` and PyTorch add it to
       ``sqrt(v_hat)`` with eps 1e-8. No constant maps one onto the other: with the defaults
@@ -432,28 +435,16 @@ def adam(
     References:
       Kingma and Ba, ICLR 2015, arXiv:1412.6980; Reddi, Kale and Kumar, ICLR 2018.
     """
-    clip = _clip(clipvalue, clipnorm, global_clipnorm)
     scale = transforms.scale_by_adam(beta_1, beta_2, epsilon, amsgrad)
-    return _with_learning_rate(
-        lambda learning_rate, plateau: optax.chain(
-            clip, scale, _scale_by_learning_rate(learning_rate), plateau
-        ),
-        learning_rate, decay, plateau,
-    )
+    chain = lambda clip, rate, plateau: optax.chain(clip, scale, rate, plateau)
+    return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
 def nadam(
-    learning_rate=0.001,
-    beta_1=0.9,
-    beta_2=0.999,
-    epsilon=1e-7,
-    momentum_decay=1.0,
-    *,
-    clipvalue=None,
-    clipnorm=None,
-    global_clipnorm=None,
-    decay=0.0,
-    plateau=None,
+    learning_rate: optax.ScalarOrSchedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+    epsilon: float = 1e-7, momentum_decay: float = 1.0,
+    *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
+    decay: float = 0.0, plateau: Plateau | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Keras's Nadam, with Dozat's momentum schedule ``mu_t = beta_1 (1 - 0.5 * 0.96**(psi t))``::
 
@@ -471,6 +462,14 @@ def nadam(
         ``optax.nadam`` (no schedule).
       clipvalue, clipnorm, global_clipnorm, decay, plateau: see the module docstring.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> for psi in (1.0, 0.004):  # Keras 3; Keras 2's legacy Nadam and PyTorch
+      ...     tx = nadam(0.1, momentum_decay=psi)
+      ...     print(tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))[0].round(4))
+      [-0.1063  0.1063]
+      [-0.1056  0.1056]
+
     Warning:
       Keras 3 uses ``0.96**t``; Keras 2 and PyTorch ``0.96**(0.004 t)`` (V15 vs V15b/V16);
       ``optax.nadam`` keeps ``mu_t = beta_1`` (V15, optax column). PyTorch's defaults are
@@ -481,11 +480,6 @@ def nadam(
     References:
       Dozat, "Incorporating Nesterov momentum into Adam", ICLR 2016 workshop.
     """
-    clip = _clip(clipvalue, clipnorm, global_clipnorm)
     scale = transforms.scale_by_nadam(beta_1, beta_2, epsilon, momentum_decay)
-    return _with_learning_rate(
-        lambda learning_rate, plateau: optax.chain(
-            clip, scale, _scale_by_learning_rate(learning_rate), plateau
-        ),
-        learning_rate, decay, plateau,
-    )
+    chain = lambda clip, rate, plateau: optax.chain(clip, scale, rate, plateau)
+    return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)

@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 
 from stablejax import losses
-from stablejax.clipping import all_finite
+from stablejax.guard import all_finite
 
 __all__ = [
     "Batch",

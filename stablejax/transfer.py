@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from stablejax import nn
-from stablejax.optimizers import SwitchState, switch
+from stablejax.combine import SwitchState, switch
 
 __all__ = [
     "reuse",

@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from stablejax import clipping, optimizers, transforms
+from stablejax import clipping, guard, optimizers, transforms
 from stablejax.plateau import reduce_on_plateau
 
 lr = optax.scale_by_learning_rate
@@ -60,7 +60,7 @@ CASES = [
          clipping.clip_by_global_norm(global_clipnorm), learning_rate),
      dict(global_clipnorm=1.0, learning_rate=1e-3)),
     ("skip_nonfinite(adam)",
-     lambda learning_rate: clipping.skip_nonfinite(optimizers.adam(learning_rate)),
+     lambda learning_rate: guard.skip_nonfinite(optimizers.adam(learning_rate)),
      dict(learning_rate=0.02)),
     ("sgd", optimizers.sgd, dict(learning_rate=1e-3)),
     ("sgd-nesterov", optimizers.sgd, dict(learning_rate=1e-3, momentum=0.9, nesterov=True)),

@@ -1,9 +1,9 @@
-"""The Keras-style aliases against the measured vectors of parity_spec section 9.
+"""The Keras-style aliases against the measured vectors of docs/parity.md section 9.
 
 Setup of every vector: w0 = [1, -2, 3], loss sum(w**2), g = 2 w, five updates. Each case
 is checked three ways: float32 against the library's float32 column (tolerances of
-parity_spec section 0), float64 against a float64 numpy transcription of the formula of
-parity_spec section 5 (rtol 1e-10), and that transcription against the float64 column
+docs/parity.md section 0), float64 against a float64 numpy transcription of the formula of
+docs/parity.md section 5 (rtol 1e-10), and that transcription against the float64 column
 (recorded to 8 significant digits, hence rtol 6e-8).
 """
 
@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from stablejax import optimizers
+from stablejax.combine import switch
 from stablejax.plateau import observe, reduce_on_plateau
 
 W0 = np.array([1.0, -2.0, 3.0])
@@ -31,7 +32,7 @@ def run(tx, dtype, steps=STEPS):
     return np.asarray(w), state
 
 
-# float64 transcriptions of parity_spec section 5; `lr(k)` is the rate of update k + 1.
+# float64 transcriptions of docs/parity.md section 5; `lr(k)` is the rate of update k + 1.
 
 
 def ref_sgd(lr, momentum=0.0, nesterov=False):
@@ -101,7 +102,7 @@ def inverse_time(rate, decay):
     return lambda k: rate / (1 + decay * k)
 
 
-# rtol for float32 from parity_spec section 0: 1e-6 for SGD, Adagrad and RMSprop;
+# rtol for float32 from docs/parity.md section 0: 1e-6 for SGD, Adagrad and RMSprop;
 # 2e-5 with atol 1e-6 for Adam, Nadam and centered RMSprop.
 LOOSE = 2e-5
 TIGHT = 1e-6
@@ -296,7 +297,7 @@ def test_plateau_reduction_enters_the_velocity_of_later_updates_only():
 
 
 def test_plateau_reproduces_keras_reduce_lr_on_plateau():
-    # parity_spec section 6, measured example (lr after each epoch).
+    # docs/parity.md section 6, measured example (lr after each epoch).
     losses = [1.0, 0.9, 0.95, 0.895, 0.93, 0.94, 0.80, 0.85, 0.86, 0.87, 0.88, 0.89, 0.90,
               0.91, 0.92]
     keras = [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125, 0.1, 0.1, 0.1, 0.1, 0.1]
@@ -336,3 +337,50 @@ def test_plateau_min_lr_is_a_floor_on_the_alias_rate():
         state = observe(state, 1.0)  # never improves after the first epoch
         rates.append(float(optimizers.current_learning_rate(state)))
     np.testing.assert_allclose(rates, [0.01, 0.005, 0.005, 0.005, 0.005, 0.005], rtol=1e-6)
+
+
+def test_current_learning_rate_follows_the_phase_of_a_switch():
+    tx = switch(optimizers.sgd(0.1), optimizers.adam(0.01), boundary=2)
+    w = jnp.asarray(W0, jnp.float32)
+    state = tx.init(w)
+    rates = [float(optimizers.current_learning_rate(state))]
+    for _ in range(3):
+        _, state = tx.update(2 * w, state, w)
+        rates.append(float(optimizers.current_learning_rate(state)))
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.1, 0.01], rtol=1e-7)
+
+
+def test_set_learning_rate_changes_the_next_updates_only():
+    tx = optimizers.sgd(0.1, momentum=0.9)
+    w = jnp.asarray(W0, jnp.float32)
+    updates, state = tx.update(2 * w, tx.init(w), w)
+    state = optimizers.set_learning_rate(state, 0.5)
+    assert state.hyperparams["learning_rate"].dtype == jnp.float32
+    assert float(optimizers.current_learning_rate(state)) == 0.5
+    second, _ = tx.update(2 * w, state, w)
+    # Keras keeps the rate inside the velocity: v2 = 0.9 * v1 - 0.5 * g.
+    np.testing.assert_allclose(second, 0.9 * updates - 0.5 * 2 * W0, rtol=1e-6)
+
+
+def test_set_learning_rate_sets_the_outer_injected_rate():
+    tx = optax.inject_hyperparams(optimizers.sgd)(learning_rate=0.1)
+    w = jnp.asarray(W0, jnp.float32)
+    state = optimizers.set_learning_rate(tx.init(w), 0.25)
+    updates, state = tx.update(2 * w, state, w)
+    np.testing.assert_allclose(updates, -0.25 * 2 * W0, rtol=1e-6)
+    assert float(optimizers.current_learning_rate(state)) == 0.25
+
+
+@pytest.mark.parametrize(
+    "tx, message",
+    [
+        (optimizers.adam(lambda s: 0.1), "follows a schedule"),
+        (optimizers.sgd(0.1, decay=0.5), "follows a schedule"),
+        (optax.chain(optimizers.sgd(0.1), optimizers.sgd(0.2)), "found 2"),
+        (optax.sgd(0.1), "found 0"),
+    ],
+    ids=["schedule", "decay", "two", "none"],
+)
+def test_set_learning_rate_refuses(tx, message):
+    with pytest.raises(ValueError, match=message):
+        optimizers.set_learning_rate(tx.init(jnp.zeros(3)), 0.5)

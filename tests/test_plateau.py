@@ -1,6 +1,6 @@
 """Reduce-on-plateau and early stopping against Keras 3's callbacks.
 
-References: the measured Keras sequences of parity_spec §6, plain-Python
+References: the measured Keras sequences of docs/parity.md §6, plain-Python
 re-statements of Keras's callback loops (below) and optax.contrib.reduce_on_plateau
 through the exact mapping of §6.
 """

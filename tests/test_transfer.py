@@ -119,7 +119,7 @@ def test_freeze_keeps_reused_layers_bitwise_and_trains_the_head(trained_a, task_
 
 
 def test_plain_masked_would_not_freeze():
-    # parity_spec 7: optax.masked passes masked-out gradients through unchanged.
+    # docs/parity.md section 7: optax.masked passes masked-out gradients through unchanged.
     params = {"frozen": jnp.ones(2), "head": jnp.ones(2)}
     grads = {"frozen": jnp.full(2, 0.5), "head": jnp.full(2, 0.5)}
     masked = optax.masked(optax.sgd(1.0), {"frozen": False, "head": True})

@@ -87,7 +87,7 @@ def test_rmsprop_is_optax_scale_by_rms_or_stddev(data, rho, eps, centered):
 @given(data=gradient_sequences(), b1=st.floats(0.0, 0.99), b2=st.floats(0.5, 0.9999),
        eps=st.floats(1e-8, 1e-1))
 def test_adam_is_optax_adam_with_the_epsilon_hat_mapping(data, b1, b2, eps):
-    # Keras's eps equals Optax's step-dependent eps / sqrt(1 - b2**t) (parity_spec 5.4).
+    # Keras's eps equals Optax's step-dependent eps / sqrt(1 - b2**t) (docs/parity.md §5.4).
     params, grads = data
     with jax.enable_x64(True):
         ours = transforms.scale_by_adam(b1, b2, eps)
@@ -135,7 +135,7 @@ def test_amsgrad_uses_the_largest_second_moment():
 
 @pytest.mark.parametrize("psi, product", [(1.0, 0.0314615235), (0.004, 0.0184980376)])
 def test_nadam_momentum_product_matches_the_schedule(psi, product):
-    # parity_spec 5.5: the product of mu_1..mu_5 for beta_1 = 0.9, given to 10 decimals.
+    # docs/parity.md §5.5: the product of mu_1..mu_5 for beta_1 = 0.9, given to 10 decimals.
     with jax.enable_x64(True):
         g = jnp.ones(2, jnp.float64)
         _, state = run(transforms.scale_by_nadam(momentum_decay=psi), g, [g] * 5)
