@@ -8,7 +8,7 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
     tx = optax.chain(sj.clip_by_global_norm(1.0), sj.nadam(1e-3))
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
-Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``train``,
+Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
 ``checkpoint``, ``data``, ``transfer``, ``cli``) and ``sj.fit`` load on first use.
 """
 

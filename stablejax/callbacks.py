@@ -55,6 +55,12 @@ class Callback:
         del own
         return state
 
+    def stopped(self, own: Any) -> bool:
+        """Whether this callback's state says training has already stopped (a run that
+        resumes such a state trains no further)."""
+        del own
+        return False
+
 
 def _mode_for(monitor: str, mode: str) -> str:
     if mode != "auto":
@@ -157,6 +163,10 @@ class EarlyStopping(Callback):
         if self.restore_best and bool(improved):
             own["best"] = jax.tree.map(jnp.copy, (state.params, state.rest))
         return state, own, bool(stop)
+
+    def stopped(self, own: Any) -> bool:
+        """True once this callback has stopped the run."""
+        return bool(own["stopped"])
 
     def on_train_end(self, state: TrainState, own: Any) -> TrainState:
         """Puts back the best epoch's parameters and statistics with restore_best."""

@@ -46,7 +46,7 @@ class NonFiniteError(FloatingPointError):
     it holds the last finite parameters, statistics and optimizer state.
     """
 
-    def __init__(self, message: str, state: TrainState):
+    def __init__(self, message: str, state: TrainState | None = None):
         super().__init__(message)
         self.state = state
 
@@ -143,8 +143,8 @@ def fit(
 
     state = init_state(model, tx) if state is None else state
     for i, cb in enumerate(callbacks):
-        # A given state keeps its callbacks' state, so that it continues exactly.
-        state.callbacks.setdefault(str(i), cb.init(state))
+        if str(i) not in state.callbacks:  # a given state keeps its callbacks' state
+            state.callbacks[str(i)] = cb.init(state)
     history: dict[str, list[float]] = {}
     if checkpoint_dir is not None:
         found = checkpoint.restore_latest(checkpoint_dir, state)
@@ -157,8 +157,7 @@ def fit(
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     epoch_rows = _Batching(len(x), batch_size, steps_per_call, shuffle, seed)
     # A resumed run that early stopping had already ended stays ended.
-    stop = any(isinstance(own, dict) and bool(own.get("stopped", False))
-               for own in state.callbacks.values())
+    stop = any(cb.stopped(state.callbacks[str(i)]) for i, cb in enumerate(callbacks))
     try:
         while int(state.epoch) < epochs and not stop:
             epoch = int(state.epoch)
@@ -171,7 +170,8 @@ def fit(
                     bar,
                 )
             except NonFiniteError as e:
-                state = e.state  # the input state was donated
+                if e.state is not None:  # the input state was donated
+                    state = e.state
                 raise
             if valid is not None:
                 val = _evaluate(eval_step, state, *valid, batch_size=max(batch_size, 1024))

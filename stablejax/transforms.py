@@ -1,10 +1,10 @@
 """Keras-exact optimizer updates as Optax gradient transformations.
 
 Each ``scale_by_*`` here rescales the raw gradient the way Keras 3's optimizer of the
-same name does, without the learning rate: chain it with
-``optax.scale_by_learning_rate`` (the aliases in :mod:`stablejax.optimizers` do). The one
-exception is :func:`scale_by_momentum`, which Keras applies *after* the learning rate, so
-it goes after ``optax.scale_by_learning_rate`` in a chain.
+same name does, without the learning rate: chain it with a learning-rate scaling such as
+``optax.scale_by_learning_rate`` (the aliases in :mod:`stablejax.optimizers` chain their
+own, which keeps each update's dtype). The one exception is :func:`scale_by_momentum`,
+which Keras applies *after* the learning rate, so it goes after the rate in a chain.
 
 Moments are kept in each parameter's dtype; counts are int32 and saturate. The per-step
 scalars (``beta ** t`` and the like) are computed in float32, or float64 when a leaf is
@@ -257,6 +257,15 @@ def scale_by_rmsprop(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _step_terms(updates, state, beta_1, beta_2, name: str):
+    """Adam's and Nadam's shared preamble: checks the tree, counts the step, and returns
+    ``(count, dtype, t, beta_1, beta_2)`` with the last three in the updates' dtype."""
+    _check_same_tree(updates, state.mu, name)
+    count = optax.safe_increment(state.count)
+    dtype = _scalar_dtype(updates)
+    return count, dtype, count.astype(dtype), jnp.asarray(beta_1, dtype), jnp.asarray(beta_2, dtype)
+
+
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: step count, moments, and the running max of ``nu``."""
 
@@ -315,11 +324,7 @@ def scale_by_adam(
 
     def update_fn(updates, state, params=None):
         del params
-        _check_same_tree(updates, state.mu, "scale_by_adam")
-        count = optax.safe_increment(state.count)
-        dtype = _scalar_dtype(updates)
-        t = count.astype(dtype)
-        b1, b2 = jnp.asarray(beta_1, dtype), jnp.asarray(beta_2, dtype)
+        count, _, t, b1, b2 = _step_terms(updates, state, beta_1, beta_2, "scale_by_adam")
         alpha = jnp.sqrt(1 - b2**t) / (1 - b1**t)
         mu = jax.tree.map(
             lambda g, m: (m + (g - m) * (1 - beta_1)).astype(m.dtype), updates, state.mu
@@ -399,11 +404,7 @@ def scale_by_nadam(
 
     def update_fn(updates, state, params=None):
         del params
-        _check_same_tree(updates, state.mu, "scale_by_nadam")
-        count = optax.safe_increment(state.count)
-        dtype = _scalar_dtype(updates)
-        t = count.astype(dtype)
-        b1, b2 = jnp.asarray(beta_1, dtype), jnp.asarray(beta_2, dtype)
+        count, dtype, t, b1, b2 = _step_terms(updates, state, beta_1, beta_2, "scale_by_nadam")
         decay = jnp.asarray(0.96, dtype)
         mu_t = b1 * (1 - 0.5 * decay ** (momentum_decay * t))
         mu_next = b1 * (1 - 0.5 * decay ** (momentum_decay * (t + 1)))

@@ -7,9 +7,8 @@ from conftest import small_mlp
 import stablejax as sj
 from stablejax import train
 
-pytestmark = pytest.mark.slow  # every test here trains with fit
 
-
+@pytest.mark.slow
 def test_learning_rate_scheduler_runs_the_notes_epoch_function(digits):
     def exponential_decay_fn(epoch):  # the notes' function, unchanged
         return 0.01 * 0.1 ** (epoch / 20)
@@ -21,6 +20,7 @@ def test_learning_rate_scheduler_runs_the_notes_epoch_function(digits):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_best(digits):
     model = small_mlp()
     # a learning rate this large makes validation loss worsen quickly
@@ -40,6 +40,7 @@ def test_reduce_lr_on_plateau_callback_needs_the_transform(digits):
                callbacks=[train.ReduceLROnPlateau()])
 
 
+@pytest.mark.slow
 def test_restore_best_survives_donation_and_checkpoints(digits, tmp_path):
     # The best weights are kept before any epoch improves (start_from_epoch=1), while the
     # state's buffers are donated to the train step and saved every epoch.
@@ -68,6 +69,7 @@ def test_reduce_lr_on_plateau_checks_the_mode_against_the_monitor(digits):
                callbacks=[train.ReduceLROnPlateau("val_accuracy")])
 
 
+@pytest.mark.slow
 def test_resuming_a_run_that_stopped_early_stays_stopped(digits, tmp_path):
     def run(epochs):
         return sj.fit(small_mlp(), sj.sgd(5.0), digits.train, epochs=epochs, batch_size=32,

@@ -11,9 +11,8 @@ from flax import nnx
 import stablejax as sj
 from stablejax import train
 
-pytestmark = pytest.mark.slow  # every test here trains with fit
 
-
+@pytest.mark.slow
 def test_notes_model_with_batch_norm_and_nadam_reaches_95_percent(digits):
     # The notes' first model (BN after each layer, ELU, He init, softmax) on 8x8 digits.
     model = sj.nn.mlp([300, 100], input_shape=(8, 8), activation="elu", batch_norm="after",
@@ -26,6 +25,7 @@ def test_notes_model_with_batch_norm_and_nadam_reaches_95_percent(digits):
     assert test["accuracy"] >= 0.93
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bitwise_same_history(digits):
     runs = []
     for _ in range(2):
@@ -57,6 +57,7 @@ def _resumable_run(digits, tmp_path, epochs, directory):
                   steps_per_call=4)
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_the_same_as_never_stopping(digits, tmp_path):
     straight = _resumable_run(digits, tmp_path, 8, None)
     _resumable_run(digits, tmp_path, 4, "run")
@@ -69,6 +70,7 @@ def test_resume_is_bitwise_the_same_as_never_stopping(digits, tmp_path):
         assert tree_equal(getattr(resumed.state, field), getattr(straight.state, field)), field
 
 
+@pytest.mark.slow
 def test_fit_stops_with_a_clear_error_after_consecutive_non_finite_steps(digits):
     model = small_mlp()
     before = nnx.state(model, nnx.Param)
@@ -94,6 +96,7 @@ def test_fit_rejects_bad_arguments(digits, kwargs, match):
         sj.fit(small_mlp(), sj.sgd(0.01), digits.train, **kwargs)
 
 
+@pytest.mark.slow
 def test_binary_head_and_optax_transform_work(digits):
     model = small_mlp(output="sigmoid")
     model.layers[-1] = sj.nn.Dense(32, 1, activation="sigmoid", rngs=nnx.Rngs(2))
@@ -105,6 +108,7 @@ def test_binary_head_and_optax_transform_work(digits):
     assert jnp.isfinite(history.history["loss"][-1])
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
     model = small_mlp()
     sj.fit(model, sj.sgd(0.01), digits.train, epochs=2, batch_size=256, verbose=1,
@@ -114,6 +118,7 @@ def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
     assert "val_accuracy" in err and "loss" in err
 
 
+@pytest.mark.slow
 def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
     # 12 non-finite batches in a row, then finite ones, all inside one 32-step call.
     x = np.array(digits.train.x[: 40 * 16])

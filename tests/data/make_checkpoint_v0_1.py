@@ -2,8 +2,9 @@
 
 Two epochs of a tiny batch-norm + RReLU model (RNG state in the checkpoint) trained by
 Adam with plateau scheduling and early stopping (callback state in the checkpoint).
-``tests/test_checkpoint.py`` resumes it for a third epoch and compares with three
-uninterrupted epochs. Run from the repository root with stablejax 0.1.0 installed.
+``checkpoint_v0_1_epoch_2.npz`` holds the epoch-2 state as 0.1.0 itself restored it.
+``tests/test_checkpoint.py`` restores the directory and compares with that record, then
+resumes it for a third epoch. Run from the repository root with stablejax 0.1.0.
 """
 
 import shutil
