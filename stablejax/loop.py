@@ -189,7 +189,9 @@ def fit(
                 state, own, wants_stop = cb.on_epoch_end(state, state.callbacks[str(i)], logs)
                 state.callbacks[str(i)] = own
                 stop = stop or wants_stop
-            state = state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+            # Computed from the committed counter, so it keeps its placement and the next
+            # epoch's compiled call is not compiled again.
+            state = state._replace(epoch=optax.safe_increment(state.epoch))
             if checkpoint_dir is not None:
                 checkpoint.save_epoch(checkpoint_dir, epoch + 1, state, history=history,
                                       keep=keep)

@@ -1,5 +1,7 @@
 """fit and evaluate: accuracy, determinism, resumption, non-finite steps, arguments."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +129,25 @@ def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
     with pytest.raises(train.NonFiniteError, match="12 consecutive"):
         sj.fit(small_mlp(), sj.adam(1e-3), (x, y), epochs=1, batch_size=16, shuffle=False,
                verbose=0, max_consecutive_skips=10, steps_per_call=32)
+
+
+def test_later_epochs_compile_nothing(caplog):
+    # 100 samples in batches of 16, 4 steps per call: calls of 4 steps, 2 steps and one
+    # partial batch, so three shapes compile in the first epoch and none after it, even
+    # with callbacks that rewrite the optimizer state between epochs.
+    data = sj.data.synthetic_classification(100, num_features=4, num_classes=3)
+    model = sj.nn.mlp([8], input_shape=(4,), output_size=3, batch_norm="after",
+                      rngs=nnx.Rngs(0))
+    tx = sj.adam(1e-2, plateau=sj.reduce_on_plateau())
+    callbacks = [train.LearningRateScheduler(lambda epoch: 0.01 * 0.5**epoch),
+                 train.ReduceLROnPlateau(), train.EarlyStopping(patience=5, restore_best=True)]
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            sj.fit(model, tx, data, epochs=3, batch_size=16, steps_per_call=4,
+                   validation_data=data, callbacks=callbacks, verbose=0)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [r.getMessage().split(" with")[0] for r in caplog.records]
+    assert compiled.count("Compiling jit(run)") == 3
+    assert compiled.count("Compiling jit(step)") == 1  # evaluation
