@@ -416,24 +416,26 @@ def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any, d
       does not silently fall back to an older epoch.
     """
     directory = Path(directory).absolute()
-    epoch = latest_epoch(directory)
-    if epoch is None:
+    if not directory.is_dir():
         return None
-    path = directory / f"epoch_{epoch}"
-    state = restore(path, like)
-    history = None
-    legacy = directory / f"history_{epoch}.json"
-    try:
-        if (path / _HISTORY).is_dir():
-            with _manager(directory) as manager:
+    with _manager(directory) as manager:
+        epoch = manager.latest_step()
+        if epoch is None:
+            return None
+        path = directory / f"epoch_{epoch}"
+        state = restore(path, like)
+        history = None
+        legacy = directory / f"history_{epoch}.json"
+        try:
+            if (path / _HISTORY).is_dir():
                 items = manager.restore(
                     epoch, args=ocp.args.Composite(**{_HISTORY: ocp.args.JsonRestore()})
                 )
-            history = items[_HISTORY]
-        elif legacy.is_file():
-            history = json.loads(legacy.read_text())
-    except Exception as e:
-        raise CheckpointError(f"cannot read the history of checkpoint {path}: {e}") from e
+                history = items[_HISTORY]
+            elif legacy.is_file():
+                history = json.loads(legacy.read_text())
+        except Exception as e:
+            raise CheckpointError(f"cannot read the history of checkpoint {path}: {e}") from e
     return epoch, state, history
 
 
