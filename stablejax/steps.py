@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 
 from stablejax import losses
+from stablejax._checks import index
 from stablejax.guard import all_finite
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "make_train_step",
     "make_eval_step",
     "make_train_scan",
+    "make_eval_scan",
+    "batch_sizes",
 ]
 
 Batch = tuple[jax.Array, jax.Array]
@@ -176,21 +179,12 @@ def make_train_step(
     return jax.jit(body, donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(
-    model: nnx.Module,
-    loss: Loss = "sparse_categorical_crossentropy",
-    *,
-    metrics: Metrics | None = None,
+def _eval_body(
+    graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-    """Returns a jit-compiled ``(state, (x, y)) -> metrics`` in inference mode.
-
-    Batch norm uses its moving statistics and RReLU its mean slope; nothing is updated.
-    """
-    graphdef = nnx.graphdef(model)
     loss_fn = losses.get(loss)
     metric_fns = _metric_fns(loss, metrics)
 
-    @jax.jit
     def step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
         x, y = batch
         model = nnx.merge(graphdef, state.params, state.rest)
@@ -203,39 +197,124 @@ def make_eval_step(
     return step
 
 
+def make_eval_step(
+    model: nnx.Module,
+    loss: Loss = "sparse_categorical_crossentropy",
+    *,
+    metrics: Metrics | None = None,
+) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+    """Returns a jit-compiled ``(state, (x, y)) -> metrics`` in inference mode.
+
+    Batch norm uses its moving statistics and RReLU its mean slope; nothing is updated.
+    """
+    return jax.jit(_eval_body(nnx.graphdef(model), loss, metrics))
+
+
 def make_train_scan(
     model: nnx.Module,
     tx: optax.GradientTransformation,
     loss: Loss = "sparse_categorical_crossentropy",
     *,
     metrics: Metrics | None = None,
+    skip_nonfinite: bool = True,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Returns a compiled ``(state, x, y, rows) -> (state, sums)`` running many steps.
+    """Returns a compiled ``run(state, x, y, rows, count, tail=None, use_tail=False)``.
 
-    ``x`` and ``y`` are the whole training set on the device; ``rows`` is an int32
-    ``(steps, batch_size)`` array of sample indices, one row per step. The steps run as
-    one ``lax.scan`` (one dispatch for all of them), each as :func:`make_train_step`'s.
-    ``sums`` holds, over the finite steps, ``loss`` and each metric weighted by the
-    batch size, their ``count`` of samples, ``skipped`` (non-finite steps) and
-    ``max_skips``, the longest run of consecutive skips seen inside the call. The input
-    state is donated.
+    ``x`` and ``y`` are the whole training set on the device. ``rows`` is an int32
+    ``(steps, batch_size)`` array of sample indices, one row per step, of which the first
+    ``count`` run, in order, as one loop on the device (one dispatch for all of them),
+    each as :func:`make_train_step`'s. The rows after ``count`` are padding and are never
+    run, so a short last call of an epoch reuses the same compiled program. ``tail`` is
+    an int32 ``(r,)`` array of indices for one shorter batch (an epoch's last, partial
+    batch), run after the rows when ``use_tail`` is true, in the same program.
+
+    Returns ``(state, outs)``: ``outs[k]`` has one entry per row and one more for the
+    tail when it is given (``steps + 1``): ``loss`` and each metric (the batch's mean),
+    ``skipped`` (1 for a non-finite step) and ``skips`` (consecutive skipped steps after
+    it). Entries of rows that did not run are 0. The input state is donated.
+
+    Example::
+
+        >>> import jax.numpy as jnp, numpy as np, stablejax as sj
+        >>> from flax import nnx
+        >>> model = sj.nn.mlp([8], input_shape=(4,), output_size=2, rngs=nnx.Rngs(0))
+        >>> tx = sj.sgd(0.1)
+        >>> run = sj.steps.make_train_scan(model, tx)
+        >>> x, y = jnp.ones((10, 4)), jnp.zeros((10,), jnp.int32)
+        >>> rows = np.arange(8, dtype=np.int32).reshape(2, 4)
+        >>> state, outs = run(sj.steps.init_state(model, tx), x, y, rows, 2,
+        ...                   np.array([8, 9], np.int32), True)
+        >>> int(state.step), outs["loss"].shape
+        (3, (3,))
     """
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics)
+    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite)
 
-    def run(state: TrainState, x: jax.Array, y: jax.Array, rows: jax.Array):
-        def scan_body(carry, idx):
-            carry, out = body(carry, (x[idx], y[idx]))
-            n = jnp.asarray(idx.shape[0], jnp.float32)
-            finite = 1.0 - out["skipped"].astype(jnp.float32)
-            weighted = {k: v * n * finite for k, v in out.items() if k != "skipped"}
-            weighted["count"] = n * finite
-            weighted["skipped"] = out["skipped"]
-            weighted["max_skips"] = carry.skips
-            return carry, weighted
+    def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
+        state, out = body(state, (x[idx], y[idx]))
+        out["skips"] = state.skips
+        return state, out
 
-        state, outs = jax.lax.scan(scan_body, state, rows)
-        # The longest run of skipped updates inside the call, so that a run that a finite
-        # step ended before the call returned is still seen by `fit`.
-        return state, {k: jnp.max(v) if k == "max_skips" else jnp.sum(v) for k, v in outs.items()}
+    def run(state, x, y, rows, count, tail=None, use_tail=False):
+        steps = rows.shape[0]
+        shapes = jax.eval_shape(step, state, rows[0], x, y)[1]
+        size = steps + (tail is not None)
+        outs = {k: jnp.zeros((size,), v.dtype) for k, v in shapes.items()}
+
+        def record(outs, i, out):
+            return {k: outs[k].at[i].set(out[k]) for k in outs}
+
+        def loop_body(i, carry):
+            state, outs = carry
+            state, out = step(state, rows[i], x, y)
+            return state, record(outs, i, out)
+
+        carry = jax.lax.fori_loop(0, jnp.minimum(count, steps), loop_body, (state, outs))
+        if tail is not None:
+
+            def run_tail(carry):
+                state, outs = carry
+                state, out = step(state, tail, x, y)
+                return state, record(outs, steps, out)
+
+            carry = jax.lax.cond(use_tail, run_tail, lambda carry: carry, carry)
+        return carry
 
     return jax.jit(run, donate_argnums=(0,))
+
+
+def make_eval_scan(
+    model: nnx.Module,
+    loss: Loss = "sparse_categorical_crossentropy",
+    *,
+    metrics: Metrics | None = None,
+    batch_size: int = 1024,
+) -> Callable[[TrainState, jax.Array, jax.Array], dict[str, jax.Array]]:
+    """Returns a compiled ``(state, x, y) -> outs`` evaluating a whole set in one call.
+
+    The set is cut into batches of ``batch_size`` (the last one may be shorter), each
+    evaluated as :func:`make_eval_step` does, in one loop on the device. ``outs[k]`` holds
+    each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
+    set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`.
+    """
+    index("batch_size", batch_size, 1)
+    step = _eval_body(nnx.graphdef(model), loss, metrics)
+
+    @jax.jit
+    def evaluate_set(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        full = len(x) // batch_size
+        split = full * batch_size
+        xs = x[:split].reshape(full, batch_size, *x.shape[1:])
+        ys = y[:split].reshape(full, batch_size, *y.shape[1:])
+        _, outs = jax.lax.scan(lambda c, b: (c, step(state, b)), None, (xs, ys))
+        if split < len(x):
+            last = step(state, (x[split:], y[split:]))
+            outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
+        return outs
+
+    return evaluate_set
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """The sizes of the batches that cut ``n`` samples into ``batch_size`` (last shorter)."""
+    full, rest = divmod(n, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])

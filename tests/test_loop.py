@@ -131,10 +131,10 @@ def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
                verbose=0, max_consecutive_skips=10, steps_per_call=32)
 
 
-def test_later_epochs_compile_nothing(caplog):
+def test_one_train_and_one_eval_compile_per_fit(caplog):
     # 100 samples in batches of 16, 4 steps per call: calls of 4 steps, 2 steps and one
-    # partial batch, so three shapes compile in the first epoch and none after it, even
-    # with callbacks that rewrite the optimizer state between epochs.
+    # partial batch share one compiled program; evaluation is one program too. Callbacks
+    # rewrite the optimizer state between epochs without compiling anything again.
     data = sj.data.synthetic_classification(100, num_features=4, num_classes=3)
     model = sj.nn.mlp([8], input_shape=(4,), output_size=3, batch_norm="after",
                       rngs=nnx.Rngs(0))
@@ -145,9 +145,63 @@ def test_later_epochs_compile_nothing(caplog):
     try:
         with caplog.at_level(logging.WARNING):
             sj.fit(model, tx, data, epochs=3, batch_size=16, steps_per_call=4,
-                   validation_data=data, callbacks=callbacks, verbose=0)
+                   validation_data=(data.x[:50], data.y[:50]), callbacks=callbacks, verbose=0)
     finally:
         jax.config.update("jax_log_compiles", False)
     compiled = [r.getMessage().split(" with")[0] for r in caplog.records]
-    assert compiled.count("Compiling jit(run)") == 3
-    assert compiled.count("Compiling jit(step)") == 1  # evaluation
+    assert compiled.count("Compiling jit(run)") == 1
+    assert compiled.count("Compiling jit(evaluate_set)") == 1
+
+
+@pytest.mark.parametrize("n, batch_size, steps_per_call", [(100, 16, 4), (40, 64, 3), (96, 16, 2)])
+def test_padded_calls_equal_one_step_at_a_time(n, batch_size, steps_per_call):
+    # The reference: the public one-step function called once per batch, on batches of
+    # the true (unpadded) sizes, and the eval step once per validation batch.
+    data = sj.data.synthetic_classification(n + 30, num_features=4, num_classes=3, seed=2)
+    (x, y), (vx, vy) = (data.x[:n], data.y[:n]), (data.x[n:], data.y[n:])
+
+    def build():
+        return sj.nn.mlp([8, 8], input_shape=(4,), output_size=3, batch_norm="after",
+                         rngs=nnx.Rngs(0))
+
+    model, tx = build(), sj.adam(1e-2)
+    state = train.init_state(model, tx)
+    step, evaluate = train.make_train_step(model, tx), train.make_eval_step(model)
+    losses, val_losses = [], []
+    for epoch in range(2):
+        order = sj.data.epoch_order(n, shuffle=True, seed=3, epoch=epoch)
+        epoch_losses = []
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            state, out = step(state, (x[idx], y[idx]))
+            epoch_losses.append(float(out["loss"]) * len(idx))
+        losses.append(sum(epoch_losses) / n)
+        val = [float(evaluate(state, (vx[i : i + 1024], vy[i : i + 1024]))["loss"])
+               for i in range(0, len(vx), 1024)]
+        val_losses.append(val[0])
+
+    history = sj.fit(build(), sj.adam(1e-2), (x, y), epochs=2, batch_size=batch_size,
+                     steps_per_call=steps_per_call, validation_data=(vx, vy), seed=3,
+                     verbose=0)
+    assert tree_equal((history.state.params, history.state.rest, history.state.opt_state),
+                      (state.params, state.rest, state.opt_state))
+    assert history.history["val_loss"] == val_losses
+    np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-15)
+
+
+def test_logs_do_not_depend_on_steps_per_call():
+    data = sj.data.synthetic_classification(90, num_features=4, num_classes=3)
+    runs = [
+        sj.fit(sj.nn.mlp([8], input_shape=(4,), output_size=3, rngs=nnx.Rngs(0)), sj.sgd(0.1),
+               data, epochs=2, batch_size=8, steps_per_call=spc, verbose=0)
+        for spc in (1, 5, None)
+    ]
+    for other in runs[1:]:
+        assert other.history == runs[0].history
+        assert tree_equal(other.state.params, runs[0].state.params)
+
+
+@pytest.mark.parametrize("steps, expected", [(0, 1), (1, 1), (20, 1), (21, 2), (40, 2),
+                                             (1875, 64), (100_000, 64)])
+def test_auto_steps_per_call(steps, expected):
+    assert sj.loop.auto_steps_per_call(steps) == expected
