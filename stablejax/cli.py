@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="save every epoch here; resume if it holds a checkpoint")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-compilation-cache", action="store_true",
+                       help="do not read or write compiled programs in the cache directory "
+                            "($STABLEJAX_CACHE_DIR, default ~/.cache/stablejax/jax)")
     return parser
 
 
@@ -149,7 +152,10 @@ def train_command(args: argparse.Namespace) -> int:
     """
 
     import stablejax as sj
+    from stablejax.compilation_cache import enable
 
+    if not args.no_compilation_cache:
+        enable()  # before the model is built: its initialisers compile too
     try:
         splits, model, tx, callbacks = _setup(args)
     except (ValueError, FileNotFoundError) as error:
@@ -168,6 +174,7 @@ def train_command(args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir,
             seed=args.seed,
             verbose=0 if args.quiet else 1,
+            compilation_cache=not args.no_compilation_cache,
         )
     except sj.checkpoint.CheckpointError as error:  # e.g. another model's checkpoint dir
         print(f"stablejax: error: {str(error).splitlines()[0]}", file=sys.stderr)

@@ -71,9 +71,11 @@ def digits(
 ) -> Splits:
     """scikit-learn's handwritten digits, split into train/validation/test.
 
-    The 1797 8x8 images (pixel values 0..16) are scaled to ``x = pixels / 16`` in [0, 1];
-    the labels 0..9 are int32. The split is stratified (each part keeps the class
-    proportions) and shuffled, deterministic for a given `seed`:
+    The 1797 8x8 images (pixel values 0..16, read from the CSV file that ships inside
+    scikit-learn) are scaled to ``x = pixels / 16`` in [0, 1]; the labels 0..9 are
+    int32. The split is stratified (each class within one sample of its share in every
+    part) and shuffled, deterministic for a given `seed` (a ``numpy.random.default_rng``
+    seed):
     ``round(n * test)`` images go to the test set, ``round(n * validation)`` to the
     validation set, the rest to training (defaults 10% / 20% / 70%).
 
@@ -100,28 +102,62 @@ def digits(
     seed = index("seed", seed, 0)
     dtype = _float_dtype(dtype)
 
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(dtype)
+    pixels = np.loadtxt(_digits_file(), delimiter=",")
+    x = (pixels[:, :-1].reshape(-1, 8, 8) / 16.0).astype(dtype)
     if flatten:
         x = x.reshape(len(x), -1)
-    y = data.target.astype(np.int32)
+    y = pixels[:, -1].astype(np.int32)
+    rng = np.random.default_rng(seed)
 
     def carve(x, y, size):
         """Splits off `size` stratified samples: returns (rest, carved)."""
-        if size == 0:
-            return Split(x, y), Split(x[:0], y[:0])
-        x_rest, x_part, y_rest, y_part = train_test_split(
-            x, y, test_size=size, random_state=seed, stratify=y
-        )
-        return Split(x_rest, y_rest), Split(x_part, y_part)
+        rest, part = _stratified_split(y, size, rng)
+        return Split(x[rest], y[rest]), Split(x[part], y[part])
 
     n = len(y)
     rest, test_split = carve(x, y, round(n * test))
     train, valid = carve(rest.x, rest.y, round(n * validation))
     return Splits(train, valid, test_split)
+
+
+def _digits_file() -> str:
+    """The digits CSV that ships inside scikit-learn, found without importing it.
+
+    (Importing scikit-learn takes over a second, most of a short run's start.)
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ImportError("the digits set ships with scikit-learn: pip install scikit-learn")
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"scikit-learn's digits file is missing: {path}")
+    return path
+
+
+def _stratified_split(
+    y: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(rest, part)`` with ``len(part) == size`` and the classes' proportions.
+
+    Class ``c`` with ``n_c`` of the ``n`` samples gives ``floor(size * n_c / n)`` samples
+    to ``part``, plus one for the classes with the largest remainders until ``size`` is
+    reached (ties to the smaller class label), so each class is within one sample of its
+    exact share. The samples of each class are drawn by ``rng``; both index arrays are
+    shuffled.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * size / len(y)
+    quota = np.floor(exact).astype(np.int64)
+    extra = size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:extra]] += 1
+    rest, part = [], []
+    for c, k in zip(classes, quota, strict=True):
+        members = rng.permutation(np.flatnonzero(y == c))
+        part.append(members[:k])
+        rest.append(members[k:])
+    return rng.permutation(np.concatenate(rest)), rng.permutation(np.concatenate(part))
 
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).

@@ -24,7 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from stablejax import checkpoint, data, optimizers
+from stablejax import data, optimizers
+from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax._checks import index
 from stablejax.callbacks import Callback
 from stablejax.steps import (
@@ -89,6 +90,7 @@ def fit(
     steps_per_call: int | None = None,
     max_consecutive_skips: int = 10,
     state: TrainState | None = None,
+    compilation_cache: bool = True,
 ) -> History:
     """Trains ``model`` with ``tx`` for ``epochs`` epochs, like Keras's ``model.fit``.
 
@@ -132,6 +134,9 @@ def fit(
       state: start from this :class:`~stablejax.steps.TrainState` instead of a fresh one,
         with the callbacks' state it holds (its buffers are donated: do not use it
         afterwards).
+      compilation_cache: turn on JAX's persistent compilation cache (see
+        :mod:`stablejax.compilation_cache` for its directory and how to turn it off
+        everywhere), so the next run of the same configuration skips compiling.
 
     Raises:
       NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
@@ -155,8 +160,12 @@ def fit(
     for i, cb in enumerate(callbacks):
         if str(i) not in state.callbacks:  # a given state keeps its callbacks' state
             state.callbacks[str(i)] = cb.init(state)
+    if compilation_cache:
+        enable_compilation_cache()
     history: dict[str, list[float]] = {}
     if checkpoint_dir is not None:
+        from stablejax import checkpoint  # Orbax loads only for runs that checkpoint
+
         found = checkpoint.restore_latest(checkpoint_dir, state)
         if found is not None:
             _, state, saved = found

@@ -1,5 +1,11 @@
 """Shared fixtures and helpers of the training tests."""
 
+import os
+
+# Tests compile from scratch: no compiled program is read from or written to the user's
+# persistent cache (tests/test_compilation_cache.py turns it on in its own processes).
+os.environ["STABLEJAX_CACHE_DIR"] = "off"
+
 import jax
 import numpy as np
 import pytest
