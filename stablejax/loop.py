@@ -25,9 +25,9 @@ import optax
 from flax import nnx
 
 from stablejax import data, optimizers
-from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax._checks import index
 from stablejax.callbacks import Callback
+from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax.steps import (
     Loss,
     Metrics,

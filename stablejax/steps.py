@@ -84,10 +84,6 @@ def update_model(model: nnx.Module, state: TrainState) -> None:
     nnx.update(model, state.params, state.rest)
 
 
-def _select(pred: jax.Array, new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
 def _metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
     if metrics is not None:
         return dict(metrics)
@@ -119,17 +115,22 @@ def _train_body(
         (value, (outputs, rest)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+
+        def apply(rest: nnx.State) -> tuple[Any, nnx.State, optax.OptState]:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), rest, opt_state
+
         if skip_nonfinite:
             # A non-finite loss or gradient leaves parameters, statistics and optimizer
-            # state untouched: one bad batch must not poison the run.
+            # state untouched: one bad batch must not poison the run. A branch rather than
+            # a select per array: the update runs only when it is kept.
             finite = jnp.isfinite(value) & all_finite(grads)
-            params, rest, opt_state = _select(
-                finite, (params, rest, opt_state), (state.params, state.rest, state.opt_state)
+            params, rest, opt_state = jax.lax.cond(
+                finite, apply, lambda _: (state.params, state.rest, state.opt_state), rest
             )
         else:
             finite = jnp.asarray(True)
+            params, rest, opt_state = apply(rest)
         skipped = (~finite).astype(jnp.int32)
         state = state._replace(
             params=params,

@@ -29,8 +29,12 @@ def test_train_step_matches_hand_written_nnx_optax_step(digits):
         optimizer.update(reference, grads)
         assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-6)
     _, ref_params, ref_rest = nnx.split(reference, nnx.Param, ...)
+    # The reference runs op by op, ours compiled: gradients agree to float32 rounding
+    # (~1e-7 of the largest), but Adam divides each component by its own magnitude, so a
+    # component 1e-3 of the largest turns that into a ~1e-4 relative error of its update
+    # (size lr = 1e-2): up to ~1e-6 absolute after 3 steps (measured 2e-7).
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(state.rest), jax.tree.leaves(ref_rest), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # batch statistics
 
