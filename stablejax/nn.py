@@ -1,5 +1,8 @@
 """Flax NNX layers: Keras-semantics batch norm, PReLU, RReLU, activation-aware Dense, mlp.
 
+Deep stacks of identical layers compile once with ``mlp(..., scan_layers=True)``: the
+repeated layers become a :class:`Stack`, their variables stacked and run by a scan.
+
 The notes' Fashion-MNIST model with batch normalisation after each hidden layer::
 
     from flax import nnx
@@ -34,7 +37,10 @@ __all__ = [
     "PReLU",
     "RReLU",
     "Flatten",
+    "Stack",
     "mlp",
+    "unroll",
+    "copy_layers",
     "path_name",
     "variables",
 ]
@@ -315,6 +321,95 @@ class Flatten(nnx.Module):
         return x.reshape(x.shape[0], -1)
 
 
+def _stack_split(module: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
+    """``(graphdef, params, shared, rest)``: a stack's per-layer variables and shared counts."""
+    return nnx.split(module, nnx.Param, FrozenCalls, ...)  # type: ignore[return-value]
+
+
+class Stack(nnx.Module):
+    """Identical blocks kept as one block with stacked variables, run by a scan over layers.
+
+    ``Stack(blocks)`` takes modules of one structure (same types, shapes and settings,
+    e.g. ``nnx.Sequential(Dense(64, 64), BatchNorm(64))`` repeated) and keeps a single
+    module ``blocks`` whose every variable has a leading layer axis of size ``length``:
+    ``stack.blocks.layers[0].kernel`` has shape ``(length, 64, 64)`` and its slice ``[i]``
+    is block ``i``'s kernel. A call runs ``blocks[0]``, then ``blocks[1]``, ... on the
+    output of the previous one, as ``jax.lax.scan`` over the layer axis, so the compiled
+    program holds the block once whatever ``length`` is. Variables a block changes when
+    called (batch-norm moving statistics, RReLU's RNG count) are written back per layer;
+    the result is the same as calling the blocks one after the other.
+
+    A batch norm's ``frozen_calls`` counter (``BatchNorm.freeze_for``) is the one
+    exception: it is shared by every block (one call of the stack is one call of each
+    block) and is not stacked.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from stablejax.nn import Dense, Stack
+        >>> rngs = nnx.Rngs(0)
+        >>> stack = Stack([Dense(4, 4, activation="relu", rngs=rngs) for _ in range(3)])
+        >>> stack.length, stack.blocks.kernel.shape, stack(jnp.ones((2, 4))).shape
+        (3, (3, 4, 4), (2, 4))
+    """
+
+    def __init__(self, blocks: Sequence[nnx.Module]) -> None:
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError("blocks must hold at least one module, got none")
+        graphdef, first_params, shared, first_rest = _stack_split(blocks[0])
+        expected = _shapes(first_params, first_rest)
+        params, rest = [], []
+        for i, block in enumerate(blocks):
+            g, p, _, r = _stack_split(block)
+            if g != graphdef or _shapes(p, r) != expected:
+                raise ValueError(f"blocks[{i}] differs in structure from blocks[0]")
+            params.append(p)
+            rest.append(r)
+
+        def stack(*values: jax.Array) -> jax.Array:
+            return jnp.stack(values)
+
+        self.length = len(blocks)
+        self.blocks = nnx.merge(
+            graphdef, jax.tree.map(stack, *params), shared, jax.tree.map(stack, *rest)
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Runs the blocks in order, as one scan over the layer axis."""
+        graphdef, params, shared, rest = _stack_split(self.blocks)
+
+        def layer(x: jax.Array, variables: tuple[nnx.State, nnx.State]):
+            # copy: the block mutates its variables (statistics, RNG counts) in this trace.
+            block = nnx.merge(graphdef, *variables, shared, copy=True)
+            y = block(x)
+            _, _, new_shared, new_rest = _stack_split(block)
+            return y, (new_shared, new_rest)
+
+        y, (new_shared, new_rest) = jax.lax.scan(layer, x, (params, rest))
+        # Every block starts from the same shared counters and changes them alike.
+        nnx.update(self.blocks, jax.tree.map(lambda v: v[-1], new_shared), new_rest)
+        return y
+
+    def unstack(self) -> list[nnx.Module]:
+        """The blocks as separate modules (copies), in order: the unrolled layout."""
+        graphdef, params, shared, rest = _stack_split(self.blocks)
+        return [
+            nnx.merge(graphdef, *jax.tree.map(lambda v, i=i: v[i], (params, rest)), shared,
+                      copy=True)
+            for i in range(self.length)
+        ]
+
+
+def _shapes(*states: nnx.State) -> list[tuple[Any, ...]]:
+    return [
+        (path, type(var), jnp.shape(var[...]), var[...].dtype)
+        for state in states
+        for path, var in nnx.to_flat_state(state)
+    ]
+
+
 def _activation_layer(
     name_or_fn: ActivationLike | None, features: int, rngs: nnx.Rngs
 ) -> nnx.Module:
@@ -396,6 +491,7 @@ def mlp(
     output_activation: ActivationLike | None = "softmax",
     momentum: float = 0.99,
     epsilon: float = 1e-3,
+    scan_layers: bool = False,
     rngs: nnx.Rngs,
 ) -> nnx.Sequential:
     """Builds the notes' dense networks in one call, as an ``nnx.Sequential``.
@@ -412,6 +508,24 @@ def mlp(
     trainable and non-trainable parameter counts equal Keras's for the same
     architecture (e.g. 268,978 and 2,368 for the notes' first model).
 
+    ``scan_layers=True`` makes deep stacks compile once. A hidden block is the
+    bracketed group above; the rule: every maximal run of at least two consecutive
+    blocks with the same fan-in and width, the first hidden block excepted (it follows
+    the input), becomes one :class:`Stack` in the place of its layers. Its variables
+    are stacked along a leading layer axis and the blocks run as one ``jax.lax.scan``,
+    so the compiled program holds one block however many there are. ``hidden=[64] * 100``
+    gives ``Flatten -> Dense(64) -> Stack(99 x Dense(64, 64)) -> Dense(output)``;
+    ``[300, 100]`` has no such run and is built unrolled, exactly as without the flag.
+    The initial values are the unrolled model's, drawn in the same order from ``rngs``
+    (:func:`unroll` gives it back; :func:`copy_layers` copies between the layouts), and
+    so are the outputs, batch statistics and gradients, to float32 rounding: the scan's
+    body is compiled apart from its neighbours (measured on CPU in a compiled train
+    step: outputs, loss and gradients bitwise equal, moving variances within 1 ulp).
+    Parameter paths inside a stack are those of the stacked arrays, e.g.
+    ``layers/2/blocks/layers/0/kernel`` of shape ``(99, 64, 64)``; :func:`variables`
+    lists them per block. Freezing (``stablejax.transfer``) selects a whole stack, not
+    single blocks of it.
+
     Args:
       hidden: sizes of the hidden layers.
       input_shape: shape of one input sample (flattened first).
@@ -421,6 +535,7 @@ def mlp(
       output_size: units of the output layer.
       output_activation: ``"softmax"`` (the notes), ``"sigmoid"``, None for logits, ...
       momentum, epsilon: batch-norm hyperparameters (Keras's defaults).
+      scan_layers: stack repeated hidden blocks and scan over them (a bool, default False).
       rngs: ``nnx.Rngs``.
 
     Example::
@@ -434,6 +549,12 @@ def mlp(
         >>> y = model(jnp.ones((5, 8, 8)))
         >>> y.shape, round(float(y[0].sum()), 5)  # softmax rows sum to 1
         ((5, 10), 1.0)
+        >>> deep = mlp([16] * 6, input_shape=(8,), batch_norm="after", scan_layers=True,
+        ...            rngs=nnx.Rngs(0))
+        >>> [type(layer).__name__ for layer in deep.layers]
+        ['Flatten', 'BatchNorm', 'Dense', 'BatchNorm', 'Stack', 'Dense']
+        >>> deep.layers[4].length, deep.layers[4].blocks.layers[0].kernel.shape
+        (5, (5, 16, 16))
     """
     if batch_norm not in BATCH_NORM_PLACEMENTS:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_PLACEMENTS}, got {batch_norm!r}")
@@ -443,31 +564,135 @@ def mlp(
     if not (isinstance(output_size, int) and output_size >= 1):
         raise ValueError(f"output_size must be an integer >= 1, got {output_size!r}")
     _check_momentum_epsilon(momentum, epsilon)
+    if not isinstance(scan_layers, bool):
+        raise ValueError(f"scan_layers must be a bool, got {scan_layers!r}")
 
     def bn(n: int) -> BatchNorm:
         return BatchNorm(n, momentum=momentum, epsilon=epsilon, rngs=rngs)
 
-    width = math.prod(input_shape)
-    layers: list[Callable] = [Flatten()]
-    if batch_norm is not None:
-        layers.append(bn(width))
-    for size in hidden:
+    def block(fan_in: int, size: int) -> list[nnx.Module]:
         if batch_norm == "before":
             init = kernel_init or _default_init(activation)
-            layers += [
-                Dense(width, size, kernel_init=init, use_bias=False, rngs=rngs),
+            return [
+                Dense(fan_in, size, kernel_init=init, use_bias=False, rngs=rngs),
                 bn(size),
                 _activation_layer(activation, size, rngs),
             ]
+        dense = Dense(fan_in, size, activation=activation, kernel_init=kernel_init, rngs=rngs)
+        return [dense, bn(size)] if batch_norm == "after" else [dense]
+
+    width = math.prod(input_shape)
+    layers: list[nnx.Module] = [Flatten()]
+    if batch_norm is not None:
+        layers.append(bn(width))
+    # Every block is built in the unrolled order, so both layouts draw the same initial
+    # values from ``rngs``.
+    shapes = list(zip((width, *hidden)[:-1], hidden, strict=True))
+    blocks = [block(fan_in, size) for fan_in, size in shapes]
+    for run in _runs(shapes):
+        if scan_layers and len(run) >= 2:
+            layers.append(Stack([nnx.Sequential(*blocks[i]) for i in run]))
         else:
-            layers.append(
-                Dense(width, size, activation=activation, kernel_init=kernel_init, rngs=rngs)
-            )
-            if batch_norm == "after":
-                layers.append(bn(size))
-        width = size
+            layers += [layer for i in run for layer in blocks[i]]
+    width = hidden[-1] if hidden else width
     layers.append(Dense(width, output_size, activation=output_activation, rngs=rngs))
     return nnx.Sequential(*layers)
+
+
+def _runs(shapes: list[tuple[int, int]]) -> list[list[int]]:
+    """Indices of the hidden blocks grouped into runs of equal ``(fan_in, width)``.
+
+    The first block is always alone: it follows the input, not a hidden layer.
+    """
+    runs: list[list[int]] = []
+    for i, shape in enumerate(shapes):
+        if i >= 2 and shape == shapes[i - 1]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _flat_layers(model: nnx.Sequential) -> list[Any]:
+    """The layers of ``model`` in the unrolled layout: each Stack's blocks in its place."""
+    flat: list[Any] = []
+    for layer in model.layers:
+        if isinstance(layer, Stack):
+            for block in layer.unstack():
+                flat += list(block.layers) if isinstance(block, nnx.Sequential) else [block]
+        else:
+            flat.append(layer)
+    return flat
+
+
+def unroll(model: nnx.Sequential) -> nnx.Sequential:
+    """A copy of ``model`` with every :class:`Stack` replaced by its blocks' layers.
+
+    ``unroll(mlp(..., scan_layers=True))`` has the structure of ``mlp(...)`` and, built
+    from the same ``rngs``, the same values. Gradients and optimizer states are not
+    models; to read one of them per layer, ``nnx.update`` a clone of the model with it
+    and unroll that.
+    """
+    if not isinstance(model, nnx.Sequential):
+        raise ValueError(f"model must be an nnx.Sequential, got {type(model).__name__}")
+    return nnx.Sequential(*_flat_layers(nnx.clone(model)))
+
+
+def copy_layers(source: nnx.Sequential, target: nnx.Sequential) -> None:
+    """Copies every variable of ``source`` into ``target``, in place, across layouts.
+
+    The two are the same network, each unrolled or with stacks (:class:`Stack`, e.g.
+    ``mlp(..., scan_layers=True)``): layer ``k`` of the unrolled layout of ``source``
+    goes to layer ``k`` of that of ``target``, stacked where ``target`` stacks. Raises
+    ``ValueError`` naming the first layer whose variables (paths, kinds, shapes,
+    dtypes) differ. Example, training unrolled weights in the scanned layout::
+
+        >>> from flax import nnx
+        >>> from stablejax.nn import copy_layers, mlp
+        >>> unrolled = mlp([8, 8, 8], input_shape=(4,), rngs=nnx.Rngs(0))
+        >>> scanned = mlp([8, 8, 8], input_shape=(4,), scan_layers=True, rngs=nnx.Rngs(1))
+        >>> copy_layers(unrolled, scanned)
+        >>> bool((scanned.layers[2].blocks.layers[0].kernel[1]
+        ...       == unrolled.layers[3].kernel[...]).all())
+        True
+    """
+    for name, model in (("source", source), ("target", target)):
+        if not isinstance(model, nnx.Sequential):
+            raise ValueError(f"{name} must be an nnx.Sequential, got {type(model).__name__}")
+    flat = _flat_layers(source)
+    pos = 0
+    updates: list[tuple[Any, nnx.State]] = []
+    for k, layer in enumerate(target.layers):
+        if isinstance(layer, Stack):
+            sequential = isinstance(layer.blocks, nnx.Sequential)
+            per_block = len(layer.blocks.layers) if sequential else 1
+            count = layer.length * per_block
+            taken = flat[pos:pos + count]
+            if len(taken) < count:
+                raise ValueError(f"source has fewer layers than target (at target layer {k})")
+            blocks = [
+                nnx.Sequential(*taken[i:i + per_block]) if sequential else taken[i]
+                for i in range(0, count, per_block)
+            ]
+            try:
+                src: nnx.Module = Stack(blocks)
+            except ValueError as err:
+                raise ValueError(f"source layers for target layer {k} differ: {err}") from None
+            pos += count
+        else:
+            if pos >= len(flat):
+                raise ValueError(f"source has fewer layers than target (at target layer {k})")
+            src = flat[pos]
+            pos += 1
+        state = nnx.state(src)
+        if _shapes(state) != _shapes(nnx.state(layer)):
+            raise ValueError(f"target layer {k} ({type(layer).__name__}) differs from its "
+                             "source layer in its variables")
+        updates.append((layer, state))
+    if pos != len(flat):
+        raise ValueError(f"source has {len(flat)} layers unrolled, target {pos}")
+    for layer, state in updates:
+        nnx.update(layer, state)
 
 
 def path_name(path: Sequence[Any]) -> str:
@@ -491,7 +716,7 @@ def path_name(path: Sequence[Any]) -> str:
 
 
 def variables(model: nnx.Module) -> list[tuple[str, bool]]:
-    """Lists ``(path, trainable)`` for every variable of ``model``.
+    """Lists ``(path, trainable)`` for every variable of ``model``, per layer.
 
     ``trainable`` is True for ``nnx.Param`` (learned by backpropagation) and False for
     everything else (``nnx.BatchStat`` moving statistics, RNG state). This is the JAX
@@ -499,12 +724,50 @@ def variables(model: nnx.Module) -> list[tuple[str, bool]]:
     norm layer it gives ``scale`` (gamma) and ``bias`` (beta) trainable, ``mean`` and
     ``var`` not.
 
+    A :class:`Stack` (``mlp(..., scan_layers=True)``) keeps one array per variable for
+    all its blocks; it is listed once per block, block by block, with the block's index
+    after ``blocks``: ``layers/4/blocks[2]/layers/0/kernel`` is the slice ``[2]`` of the
+    stacked array at ``layers/4/blocks/layers/0/kernel`` (the path that ``nnx.state``,
+    :func:`path_name` and ``stablejax.transfer`` use). A batch norm's shared
+    ``frozen_calls`` counter is not stacked and is listed once, without an index.
+
     Example::
 
         >>> from flax import nnx
-        >>> from stablejax.nn import BatchNorm, variables
+        >>> from stablejax.nn import BatchNorm, mlp, variables
         >>> variables(BatchNorm(3, rngs=nnx.Rngs(0)))
         [('bias', True), ('mean', False), ('scale', True), ('var', False)]
+        >>> model = mlp([4, 4, 4], input_shape=(2,), scan_layers=True, rngs=nnx.Rngs(0))
+        >>> [name for name, _ in variables(model)]  # doctest: +NORMALIZE_WHITESPACE
+        ['layers/1/bias', 'layers/1/kernel',
+         'layers/2/blocks[0]/layers/0/bias', 'layers/2/blocks[0]/layers/0/kernel',
+         'layers/2/blocks[1]/layers/0/bias', 'layers/2/blocks[1]/layers/0/kernel',
+         'layers/3/bias', 'layers/3/kernel']
     """
-    flat = nnx.to_flat_state(nnx.state(model))
-    return [(path_name(path), isinstance(var, nnx.Param)) for path, var in flat]
+    flat = [(tuple(path), var) for path, var in nnx.to_flat_state(nnx.state(model))]
+    stacks = [
+        ((*path, "blocks"), module.length)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, Stack)
+    ]
+
+    def stack_of(path: tuple[Any, ...], var: nnx.Variable) -> tuple[tuple[Any, ...], int] | None:
+        if isinstance(var, FrozenCalls):
+            return None
+        return next(((p, n) for p, n in stacks if path[: len(p)] == p), None)
+
+    listed: list[tuple[str, bool]] = []
+    done = set()
+    for path, var in flat:
+        stack = stack_of(path, var)
+        if stack is None:
+            listed.append((path_name(path), isinstance(var, nnx.Param)))
+        elif stack[0] not in done:
+            done.add(stack[0])
+            prefix, length = stack
+            members = [(p, v) for p, v in flat if stack_of(p, v) == stack]
+            for i in range(length):
+                for p, v in members:
+                    name = path_name((*prefix[:-1], f"blocks[{i}]", *p[len(prefix):]))
+                    listed.append((name, isinstance(v, nnx.Param)))
+    return listed

@@ -148,6 +148,12 @@ def freeze(
     statistics updating). The returned transform must be initialised with the model's
     parameters (``sj.train.init_state`` does).
 
+    In a model with stacks (``sj.nn.mlp(..., scan_layers=True)``) each parameter of a
+    :class:`stablejax.nn.Stack` is one array for all its blocks, with one path (e.g.
+    ``layers/4/blocks/layers/0/kernel``): a stack freezes or trains as a whole, and its
+    batch norms freeze together. To freeze some blocks of a stack only, build the model
+    unrolled.
+
     Warning:
       Keras needs ``compile()`` after changing ``trainable`` and starts a fresh
       optimizer; here freezing is a property of the optimizer, nothing is recompiled by
