@@ -132,12 +132,12 @@ def main() -> None:
             state = train.init_state(scan_model, tx)
             xs, ys = x.reshape(-1, 28, 28), y.reshape(-1)
             index = jnp.arange(steps * batch_size, dtype=jnp.int32).reshape(-1, 32, batch_size)
-            state, out = run(state, xs, ys, index[0], 32)
+            state, out = run(state, xs, ys, index[0], 0, 32)
             scan_times = []
             for _ in range(rounds):
                 start = time.perf_counter()
                 for chunk in index:
-                    state, out = run(state, xs, ys, chunk, 32)
+                    state, out = run(state, xs, ys, chunk, 0, 32)
                 jax.block_until_ready(out)
                 scan_times.append(time.perf_counter() - start)
             rows["fit-style scan"] = scan_times

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +40,11 @@ from stablejax.steps import (
     update_model,
 )
 
-__all__ = ["fit", "evaluate", "History", "NonFiniteError", "auto_steps_per_call"]
+__all__ = ["fit", "evaluate", "History", "NonFiniteError"]
 
 EVAL_BATCH_SIZE = 1024  # samples per evaluation batch (at least fit's batch_size)
-BAR_UPDATES = 20  # compiled calls per epoch that auto_steps_per_call aims for
-MAX_STEPS_PER_CALL = 64
+FIRST_CALL_STEPS = 8  # steps of a run's first call when fit chooses (see _CallPlan)
+CALL_SECONDS = 0.1  # length of the later calls when fit chooses and a bar shows
 
 
 class NonFiniteError(FloatingPointError):
@@ -95,8 +96,8 @@ def fit(
     """Trains ``model`` with ``tx`` for ``epochs`` epochs, like Keras's ``model.fit``.
 
     Each epoch shuffles the training set from ``(seed, epoch)``, runs the compiled train
-    step over its batches (``steps_per_call`` steps per compiled call, a ``lax.scan``
-    over batches held on the device), then evaluates ``validation_data`` in inference
+    step over its batches (a loop on the device over batches held there, several steps
+    per compiled call), then evaluates ``validation_data`` in inference
     mode. The same seed gives bitwise the same history. ``model`` is updated in place at
     the end (and when a ``NonFiniteError`` is raised, with the last finite state).
 
@@ -125,10 +126,12 @@ def fit(
       seed: shuffling seed.
       verbose: 0 silent, 1 a progress bar per epoch.
       shuffle: shuffle the training set each epoch.
-      steps_per_call: train steps per compiled call, >= 1; None chooses
-        :func:`auto_steps_per_call`. Every call of a run has the same shapes (the last
-        call of an epoch is padded and runs only its steps), so ``fit`` compiles its
-        train call once and its evaluation once, whatever the data and batch sizes.
+      steps_per_call: train steps per compiled call, >= 1. None (the default): one
+        call per epoch with ``verbose=0``; with the progress bar, calls of about 0.1 s,
+        sized from the previous call's time. Whatever the number, ``fit`` compiles its
+        train call once and its evaluation once: every call passes the whole epoch's
+        batches and runs a range of them in a device loop, and the partial last batch
+        runs in the same program. The results do not depend on it.
       max_consecutive_skips: raise :class:`NonFiniteError` after this many consecutive
         non-finite updates, >= 1.
       state: start from this :class:`~stablejax.steps.TrainState` instead of a fresh one,
@@ -171,9 +174,11 @@ def fit(
             _, state, saved = found
             history = saved or {}
 
-    run = make_train_scan(model, tx, loss, metrics=metrics)
+    run = make_train_scan(model, tx, loss, metrics=metrics,
+                          max_consecutive_skips=max_consecutive_skips)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-    batching = _Batching(len(x), batch_size, steps_per_call, shuffle, seed)
+    batching = _Batching(len(x), batch_size, shuffle, seed)
+    plan = _CallPlan(steps_per_call, verbose)
     if valid is not None:
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
         eval_run = make_eval_scan(model, loss, metrics=metrics, batch_size=val_batch)
@@ -188,8 +193,8 @@ def fit(
             bar = _progress(epoch, epochs, batching.steps, verbose)
             try:
                 state, logs = _train_epoch(
-                    run, _placed(state), x_dev, y_dev, batching, epoch, max_consecutive_skips,
-                    bar,
+                    run, _placed(state), x_dev, y_dev, batching, epoch, plan,
+                    max_consecutive_skips, bar,
                 )
             except NonFiniteError as e:
                 if e.state is not None:  # the input state was donated
@@ -259,51 +264,61 @@ def _as_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
     return callbacks
 
 
-def auto_steps_per_call(steps: int) -> int:
-    """The train steps per compiled call ``fit`` uses when ``steps_per_call`` is None.
+class _CallPlan:
+    """How many train steps each compiled call of ``fit`` runs.
 
-    ``ceil(steps / 20)`` clipped to ``[1, 64]``, where ``steps`` counts the epoch's full
-    batches: the progress bar moves about 20 times per epoch, and a call of many steps
-    amortises its dispatch (about 0.1 ms, against 0.5-5 ms per step). The compiled program
-    runs its steps in a device loop, so its compile time does not depend on this number.
+    A given ``steps_per_call`` is used as is. Otherwise, without a progress bar each
+    call runs the rest of the epoch (the device loop stops by itself on non-finite
+    steps, so nothing needs the host in between); with a bar, the first call of a run
+    runs ``FIRST_CALL_STEPS`` steps and every later call as many steps as took
+    ``CALL_SECONDS`` in the previous call, so the bar moves about ten times a second
+    while a call's fixed cost (about 0.7 ms on a 2-core CPU: dispatch and reading its
+    results, ``benchmarks/steps_per_call.py``) stays under 1% of its time. The compiled
+    program is the same whatever the count, and the numbers do not depend on it.
     """
-    return min(MAX_STEPS_PER_CALL, max(1, -(-steps // BAR_UPDATES)))
+
+    def __init__(self, steps_per_call: int | None, verbose: int):
+        self.fixed, self.verbose = steps_per_call, verbose
+        self.calls, self.seconds_per_step = 0, 0.0
+
+    def count(self, remaining: int) -> int:
+        if remaining <= 0:
+            return 0
+        if self.fixed is not None:
+            return min(self.fixed, remaining)
+        if not self.verbose:
+            return remaining
+        if self.calls < 2:  # the first call's time is mostly compilation
+            return min(FIRST_CALL_STEPS, remaining)
+        return max(1, min(remaining, int(CALL_SECONDS / max(self.seconds_per_step, 1e-9))))
+
+    def observe(self, seconds: float, steps: int) -> None:
+        self.calls += 1
+        if steps > 0:
+            self.seconds_per_step = seconds / steps
 
 
 class _Batching:
-    """An epoch's batches as rows of sample indices, grouped into compiled calls.
+    """An epoch's batches as rows of sample indices, and the partial last batch."""
 
-    Every call has the same shapes: ``steps_per_call`` rows of ``batch_size`` indices, of
-    which the first ``count`` run (the rest pad the epoch's last call), and the epoch's
-    partial last batch as a ``tail`` that only its last call runs.
-    """
-
-    def __init__(
-        self, n: int, batch_size: int, steps_per_call: int | None, shuffle: bool, seed: int
-    ):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.full, self.rest = divmod(n, batch_size)
         self.steps = self.full + bool(self.rest)
-        if steps_per_call is None:
-            steps_per_call = auto_steps_per_call(self.full)
-        self.steps_per_call = max(1, min(steps_per_call, self.full))
-        self.sizes = np.array(
-            [batch_size] * self.steps_per_call + ([self.rest] if self.rest else []), np.float64
-        )
+        # One row at least, so the compiled program can index it even when every sample
+        # is in the partial batch.
+        rows = max(self.full, 1)
+        self.sizes = np.array([batch_size] * rows + ([self.rest] if self.rest else []),
+                              np.float64)
 
-    def calls(self, epoch: int) -> Iterator[tuple[np.ndarray, int, np.ndarray | None, bool]]:
-        """``(rows, count, tail, use_tail)`` for each compiled call of ``epoch``."""
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(rows, tail)``: the full batches' indices and the partial batch's, if any."""
         order = data.epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=epoch)
         order = order.astype(np.int32)
         split = self.full * self.batch_size
-        rows = order[:split].reshape(self.full, self.batch_size)
-        tail = order[split:] if self.rest else None
-        per_call = self.steps_per_call
-        for start in range(0, max(self.full, 1), per_call):
-            chunk = np.zeros((per_call, self.batch_size), np.int32)
-            count = len(rows[start : start + per_call])
-            chunk[:count] = rows[start : start + per_call]
-            yield chunk, count, tail, tail is not None and start + per_call >= self.full
+        rows = np.zeros((max(self.full, 1), self.batch_size), np.int32)
+        rows[: self.full] = order[:split].reshape(self.full, self.batch_size)
+        return rows, (order[split:] if self.rest else None)
 
 
 def _placed(state: TrainState) -> TrainState:
@@ -315,21 +330,30 @@ def _placed(state: TrainState) -> TrainState:
     return state._replace(callbacks=own)
 
 
-def _train_epoch(run, state, x, y, batching, epoch, max_consecutive_skips, bar):
+def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips, bar):
     """Runs one epoch's compiled calls; returns the state and the epoch's mean logs.
 
     The logs are float64 sums over the steps that ran and were finite (skipped steps are
-    left out, not multiplied by zero), so they do not depend on ``steps_per_call``.
+    left out, not multiplied by zero), so they do not depend on how the epoch was cut
+    into calls.
     """
+    rows, tail = batching.epoch(epoch)
+    rows = jnp.asarray(rows)
+    tail = None if tail is None else jnp.asarray(tail)
     totals: dict[str, float] = {"count": 0.0, "skipped": 0.0}
-    for rows, count, tail, use_tail in batching.calls(epoch):
+    start = 0
+    while True:
+        count = plan.count(batching.full - start)
+        use_tail = tail is not None and start + count >= batching.full
+        began = time.perf_counter()
         # The callbacks' state stays out of the donated buffers.
         own = state.callbacks
-        state, outs = run(state._replace(callbacks={}), x, y, rows, count, tail, use_tail)
+        state, outs = run(state._replace(callbacks={}), x, y, rows, start, count, tail,
+                          use_tail)
         state = state._replace(callbacks=own)
-        outs = {k: np.asarray(v) for k, v in outs.items()}
-        ran = np.arange(len(batching.sizes)) < count
-        ran[-1] |= use_tail
+        outs = jax.device_get(outs)
+        plan.observe(time.perf_counter() - began, count)
+        ran = outs.pop("ran").astype(bool)
         skipped = outs.pop("skipped").astype(bool) & ran
         longest = int(outs.pop("skips")[ran].max(initial=0))
         ok = ran & ~skipped
@@ -347,8 +371,11 @@ def _train_epoch(run, state, x, y, batching, epoch, max_consecutive_skips, bar):
                 state,
             )
         if bar is not None:
-            bar.update(count + use_tail)
+            bar.update(int(ran.sum()))
             bar.set_postfix(_means(totals), refresh=False)
+        start += count
+        if start >= batching.full:
+            break
     logs = _means(totals)
     logs["skipped"] = totals["skipped"]
     return state, logs

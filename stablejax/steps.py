@@ -218,21 +218,26 @@ def make_train_scan(
     *,
     metrics: Metrics | None = None,
     skip_nonfinite: bool = True,
+    max_consecutive_skips: int | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Returns a compiled ``run(state, x, y, rows, count, tail=None, use_tail=False)``.
+    """Returns a compiled ``run(state, x, y, rows, start, count, tail=None, use_tail=False)``.
 
-    ``x`` and ``y`` are the whole training set on the device. ``rows`` is an int32
-    ``(steps, batch_size)`` array of sample indices, one row per step, of which the first
-    ``count`` run, in order, as one loop on the device (one dispatch for all of them),
-    each as :func:`make_train_step`'s. The rows after ``count`` are padding and are never
-    run, so a short last call of an epoch reuses the same compiled program. ``tail`` is
-    an int32 ``(r,)`` array of indices for one shorter batch (an epoch's last, partial
-    batch), run after the rows when ``use_tail`` is true, in the same program.
+    ``x`` and ``y`` are the whole training set on the device and ``rows`` an int32
+    ``(steps, batch_size)`` array of sample indices, one row per step (an epoch's
+    batches). A call runs rows ``start, start + 1, ...`` (``count`` of them, at most up to
+    the last row) in order, each as :func:`make_train_step`'s step, in one loop on the
+    device: one dispatch for all of them, and one compiled program whatever ``start``
+    and ``count`` are. ``tail`` is an int32 ``(r,)`` array of indices for one shorter
+    batch (an epoch's partial last batch), run in the same program after the last row
+    when ``use_tail`` is true. With ``max_consecutive_skips`` the loop stops right after
+    the step that makes that many consecutive skipped (non-finite) updates, so the
+    state it returns is the last finite one and the step counter points at the failure.
 
-    Returns ``(state, outs)``: ``outs[k]`` has one entry per row and one more for the
-    tail when it is given (``steps + 1``): ``loss`` and each metric (the batch's mean),
-    ``skipped`` (1 for a non-finite step) and ``skips`` (consecutive skipped steps after
-    it). Entries of rows that did not run are 0. The input state is donated.
+    Returns ``(state, outs)``. ``outs[k]`` has one entry per row, plus one for the tail
+    when it is given: ``ran`` (1 for the steps this call ran, 0 elsewhere), ``loss`` and
+    each metric (the batch's mean), ``skipped`` (1 for a non-finite step) and ``skips``
+    (consecutive skipped steps after it); entries of steps that did not run are 0. The
+    input state is donated.
 
     Example::
 
@@ -243,33 +248,47 @@ def make_train_scan(
         >>> run = sj.steps.make_train_scan(model, tx)
         >>> x, y = jnp.ones((10, 4)), jnp.zeros((10,), jnp.int32)
         >>> rows = np.arange(8, dtype=np.int32).reshape(2, 4)
-        >>> state, outs = run(sj.steps.init_state(model, tx), x, y, rows, 2,
+        >>> state, outs = run(sj.steps.init_state(model, tx), x, y, rows, 0, 2,
         ...                   np.array([8, 9], np.int32), True)
-        >>> int(state.step), outs["loss"].shape
-        (3, (3,))
+        >>> int(state.step), outs["ran"].tolist()
+        (3, [1, 1, 1])
     """
+    if max_consecutive_skips is not None:
+        index("max_consecutive_skips", max_consecutive_skips, 1)
     body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite)
 
     def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
         state, out = body(state, (x[idx], y[idx]))
         out["skips"] = state.skips
+        out["ran"] = jnp.ones((), jnp.int32)
         return state, out
 
-    def run(state, x, y, rows, count, tail=None, use_tail=False):
+    def going(state: TrainState) -> jax.Array:
+        if max_consecutive_skips is None:
+            return jnp.asarray(True)
+        return state.skips < max_consecutive_skips
+
+    def run(state, x, y, rows, start, count, tail=None, use_tail=False):
         steps = rows.shape[0]
         shapes = jax.eval_shape(step, state, rows[0], x, y)[1]
         size = steps + (tail is not None)
         outs = {k: jnp.zeros((size,), v.dtype) for k, v in shapes.items()}
+        start = jnp.asarray(start, jnp.int32)
+        stop = jnp.minimum(start + jnp.asarray(count, jnp.int32), steps)
 
         def record(outs, i, out):
             return {k: outs[k].at[i].set(out[k]) for k in outs}
 
-        def loop_body(i, carry):
-            state, outs = carry
-            state, out = step(state, rows[i], x, y)
-            return state, record(outs, i, out)
+        def more(carry):
+            i, state, _ = carry
+            return (i < stop) & going(state)
 
-        carry = jax.lax.fori_loop(0, jnp.minimum(count, steps), loop_body, (state, outs))
+        def loop_body(carry):
+            i, state, outs = carry
+            state, out = step(state, rows[i], x, y)
+            return i + 1, state, record(outs, i, out)
+
+        i, state, outs = jax.lax.while_loop(more, loop_body, (start, state, outs))
         if tail is not None:
 
             def run_tail(carry):
@@ -277,8 +296,9 @@ def make_train_scan(
                 state, out = step(state, tail, x, y)
                 return state, record(outs, steps, out)
 
-            carry = jax.lax.cond(use_tail, run_tail, lambda carry: carry, carry)
-        return carry
+            wanted = jnp.asarray(use_tail) & (i >= stop) & going(state)
+            state, outs = jax.lax.cond(wanted, run_tail, lambda carry: carry, (state, outs))
+        return state, outs
 
     return jax.jit(run, donate_argnums=(0,))
 

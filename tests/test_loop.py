@@ -120,17 +120,6 @@ def test_progress_bar_shows_epochs_and_metrics(digits, capsys):
     assert "val_accuracy" in err and "loss" in err
 
 
-@pytest.mark.slow
-def test_consecutive_skips_inside_one_compiled_call_are_caught(digits):
-    # 12 non-finite batches in a row, then finite ones, all inside one 32-step call.
-    x = np.array(digits.train.x[: 40 * 16])
-    y = digits.train.y[: 40 * 16]
-    x[4 * 16 : 16 * 16] = np.nan
-    with pytest.raises(train.NonFiniteError, match="12 consecutive"):
-        sj.fit(small_mlp(), sj.adam(1e-3), (x, y), epochs=1, batch_size=16, shuffle=False,
-               verbose=0, max_consecutive_skips=10, steps_per_call=32)
-
-
 def test_one_train_and_one_eval_compile_per_fit(caplog):
     # 100 samples in batches of 16, 4 steps per call: calls of 4 steps, 2 steps and one
     # partial batch share one compiled program; evaluation is one program too. Callbacks
@@ -201,7 +190,39 @@ def test_logs_do_not_depend_on_steps_per_call():
         assert tree_equal(other.state.params, runs[0].state.params)
 
 
-@pytest.mark.parametrize("steps, expected", [(0, 1), (1, 1), (20, 1), (21, 2), (40, 2),
-                                             (1875, 64), (100_000, 64)])
-def test_auto_steps_per_call(steps, expected):
-    assert sj.loop.auto_steps_per_call(steps) == expected
+def test_call_plan_sizes_calls_from_the_previous_call_time():
+    plan = sj.loop._CallPlan(None, verbose=1)
+    assert plan.count(100) == sj.loop.FIRST_CALL_STEPS  # the first call compiles
+    plan.observe(2.0, 8)
+    assert plan.count(100) == sj.loop.FIRST_CALL_STEPS
+    plan.observe(0.004, 8)  # 0.5 ms per step: 0.1 s is 200 steps, capped by what is left
+    assert plan.count(100) == 100
+    plan.observe(0.5, 100)  # 5 ms per step: 20 steps per 0.1 s
+    assert plan.count(100) == 20
+    plan.observe(1.0, 1)  # slower than CALL_SECONDS per step: still one step
+    assert plan.count(100) == 1
+    assert plan.count(0) == 0
+    assert sj.loop._CallPlan(None, verbose=0).count(1234) == 1234  # no bar: whole epoch
+    assert sj.loop._CallPlan(7, verbose=1).count(5) == 5
+    assert sj.loop._CallPlan(7, verbose=0).count(50) == 7
+
+
+def test_nonfinite_error_stops_at_the_failing_step(digits):
+    # Batches 4..15 are NaN: the device loop stops right after the 10th consecutive skip,
+    # inside one call of the whole epoch, with the state of the last finite step.
+    x = np.array(digits.train.x[: 40 * 16])
+    y = digits.train.y[: 40 * 16]
+    x[4 * 16 : 16 * 16] = np.nan
+    reference = small_mlp()
+    tx = sj.adam(1e-3)
+    state = train.init_state(reference, tx)
+    step = train.make_train_step(reference, tx)
+    for i in range(4):
+        state, _ = step(state, (x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]))
+    model = small_mlp()
+    with pytest.raises(train.NonFiniteError, match="10 consecutive.*step 14") as error:
+        sj.fit(model, sj.adam(1e-3), (x, y), epochs=1, batch_size=16, shuffle=False,
+               verbose=0, max_consecutive_skips=10)
+    assert int(error.value.state.step) == 14
+    assert tree_equal(error.value.state.params, state.params)
+    assert tree_equal(nnx.state(model, nnx.Param), state.params)
