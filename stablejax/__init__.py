@@ -71,14 +71,25 @@ from stablejax.transforms import (
 )
 
 if TYPE_CHECKING:
-    from stablejax import callbacks, checkpoint, data, loop, nn, steps, train, transfer
+    from stablejax import (
+        callbacks,
+        checkpoint,
+        compilation_cache,
+        data,
+        loop,
+        nn,
+        steps,
+        train,
+        transfer,
+    )
     from stablejax.loop import fit
 
 __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
-    "callbacks", "checkpoint", "cli", "data", "loop", "nn", "steps", "train", "transfer",
+    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "loop", "nn", "steps",
+    "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
@@ -103,6 +114,7 @@ __all__ = [
     "checkpoint",
     "clipping",
     "combine",
+    "compilation_cache",
     "data",
     "guard",
     "initializers",
