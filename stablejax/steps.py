@@ -315,7 +315,19 @@ def make_eval_scan(
     The set is cut into batches of ``batch_size`` (the last one may be shorter), each
     evaluated as :func:`make_eval_step` does, in one loop on the device. ``outs[k]`` holds
     each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
-    set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`.
+    set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`. One
+    compile per set size.
+
+    Example::
+
+        >>> import jax.numpy as jnp, stablejax as sj
+        >>> from flax import nnx
+        >>> model = sj.nn.mlp([8], input_shape=(4,), output_size=2, rngs=nnx.Rngs(0))
+        >>> state = sj.steps.init_state(model, sj.sgd(0.1))
+        >>> evaluate = sj.steps.make_eval_scan(model, batch_size=4)
+        >>> outs = evaluate(state, jnp.ones((10, 4)), jnp.zeros((10,), jnp.int32))
+        >>> outs["loss"].shape, sj.steps.batch_sizes(10, 4)
+        ((3,), [4, 4, 2])
     """
     index("batch_size", batch_size, 1)
     step = _eval_body(nnx.graphdef(model), loss, metrics)

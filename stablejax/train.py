@@ -1,10 +1,11 @@
 """Training, in one namespace: the run state and steps, the callbacks, and ``fit``.
 
 The pieces live in :mod:`stablejax.steps` (``TrainState``, ``init_state``,
-``make_train_step``, ``make_eval_step``, ``make_train_scan``), :mod:`stablejax.callbacks`
-(``Callback``, ``ReduceLROnPlateau``, ``EarlyStopping``, ``LearningRateScheduler``) and
-:mod:`stablejax.loop` (``fit``, ``evaluate``, ``History``, ``NonFiniteError``); this
-module gathers them, so ``sj.train.fit`` and ``sj.train.EarlyStopping`` read as in Keras.
+``make_train_step``, ``make_eval_step``, ``make_train_scan``, ``make_eval_scan``),
+:mod:`stablejax.callbacks` (``Callback``, ``ReduceLROnPlateau``, ``EarlyStopping``,
+``LearningRateScheduler``) and :mod:`stablejax.loop` (``fit``, ``evaluate``, ``History``,
+``NonFiniteError``); this module gathers them, so ``sj.train.fit`` and
+``sj.train.EarlyStopping`` read as in Keras.
 """
 
 from stablejax.callbacks import (
@@ -17,6 +18,7 @@ from stablejax.loop import History, NonFiniteError, evaluate, fit
 from stablejax.steps import (
     TrainState,
     init_state,
+    make_eval_scan,
     make_eval_step,
     make_train_scan,
     make_train_step,
@@ -29,6 +31,7 @@ __all__ = [
     "make_train_step",
     "make_eval_step",
     "make_train_scan",
+    "make_eval_scan",
     "update_model",
     "fit",
     "evaluate",
