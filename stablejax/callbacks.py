@@ -61,6 +61,18 @@ class Callback:
         del own
         return False
 
+    def step_stats(self, grads: Any, params: Any) -> dict[str, jax.Array]:
+        """Scalars to compute inside the compiled train step, ``{name: value}``.
+
+        Called while ``fit`` traces its step, with the step's gradients and the
+        parameters before the update (both pytrees of arrays); use ``jax.numpy`` only.
+        ``fit`` averages each value over the epoch's finite steps, weighted by batch
+        size as the loss is, and adds it to the logs that :meth:`on_epoch_end` and the
+        history see. The default computes nothing, and the step is compiled without it.
+        """
+        del grads, params
+        return {}
+
 
 def _mode_for(monitor: str, mode: str) -> str:
     if mode != "auto":

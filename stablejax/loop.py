@@ -175,7 +175,8 @@ def fit(
             history = saved or {}
 
     run = make_train_scan(model, tx, loss, metrics=metrics,
-                          max_consecutive_skips=max_consecutive_skips)
+                          max_consecutive_skips=max_consecutive_skips,
+                          step_stats=_step_stats(callbacks))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     batching = _Batching(len(x), batch_size, shuffle, seed)
     plan = _CallPlan(steps_per_call, verbose)
@@ -252,6 +253,21 @@ def _as_split(split: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise ValueError(f"inputs and targets differ in length: {len(x)} != {len(y)}")
     return x, y
+
+
+def _step_stats(callbacks: list[Callback]) -> Any:
+    """The callbacks' :meth:`~stablejax.callbacks.Callback.step_stats`, as one function."""
+    wanted = [cb for cb in callbacks if type(cb).step_stats is not Callback.step_stats]
+    if not wanted:
+        return None
+
+    def step_stats(grads: Any, params: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cb in wanted:
+            out.update(cb.step_stats(grads, params))
+        return out
+
+    return step_stats
 
 
 def _as_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:

@@ -226,3 +226,40 @@ def test_nonfinite_error_stops_at_the_failing_step(digits):
     assert int(error.value.state.step) == 14
     assert tree_equal(error.value.state.params, state.params)
     assert tree_equal(nnx.state(model, nnx.Param), state.params)
+
+
+class _GradNorm(train.Callback):
+    def step_stats(self, grads, params):
+        return {"grad_norm": optax.tree.norm(grads)}
+
+
+def test_callback_step_stats_reach_the_history_and_change_nothing():
+    data = sj.data.synthetic_classification(48, num_features=4, num_classes=3)
+
+    def build():
+        return sj.nn.mlp([8], input_shape=(4,), output_size=3, batch_norm="after",
+                         rngs=nnx.Rngs(0))
+
+    # One batch per epoch: the first epoch's statistic is that of the initial parameters.
+    reference = build()
+    grads = nnx.grad(lambda m: sj.losses.sparse_categorical_crossentropy(m(data.x), data.y))(
+        reference)
+    plain = sj.fit(build(), sj.adam(1e-2), data, epochs=2, batch_size=48, verbose=0)
+    watched = sj.fit(build(), sj.adam(1e-2), data, epochs=2, batch_size=48, verbose=0,
+                     callbacks=[_GradNorm()])
+    assert tree_equal(watched.state.params, plain.state.params)
+    assert tree_equal(watched.state.opt_state, plain.state.opt_state)
+    assert watched.history["loss"] == plain.history["loss"]
+    np.testing.assert_allclose(watched.history["grad_norm"][0],
+                               float(optax.tree.norm(grads)), rtol=1e-6)
+
+
+def test_step_stats_may_not_shadow_the_loss():
+    class Bad(train.Callback):
+        def step_stats(self, grads, params):
+            return {"loss": optax.tree.norm(grads)}
+
+    data = sj.data.synthetic_classification(16, num_features=4, num_classes=3)
+    model = sj.nn.mlp([8], input_shape=(4,), output_size=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="may not be named"):
+        sj.fit(model, sj.sgd(0.1), data, epochs=1, batch_size=8, verbose=0, callbacks=[Bad()])
