@@ -9,7 +9,8 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
 Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
-``checkpoint``, ``data``, ``transfer``, ``cli``) and ``sj.fit`` load on first use.
+``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``) and ``sj.fit`` load on
+first use.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         checkpoint,
         compilation_cache,
         data,
+        diagnostics,
         loop,
         nn,
         steps,
@@ -88,8 +90,8 @@ __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
-    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "loop", "nn", "steps",
-    "train", "transfer",
+    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "loop", "nn",
+    "steps", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
@@ -116,6 +118,7 @@ __all__ = [
     "combine",
     "compilation_cache",
     "data",
+    "diagnostics",
     "guard",
     "initializers",
     "loop",

@@ -1,9 +1,11 @@
-"""The ``stablejax`` command: train a dense network on a bundled or local data set.
+"""The ``stablejax`` command: train a dense network, or diagnose one before training.
 
-Example::
+Examples::
 
     stablejax train --data digits --hidden 300 100 --activation selu --batch-norm after \\
         --optimizer nadam --lr 1e-3 --schedule exponential --epochs 10 --checkpoint-dir runs/x
+    stablejax diagnose --hidden 100 100 100 100 100 --activation sigmoid --init normal \\
+        --plot signal.png
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Sequence
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam")
 SCHEDULES = ("constant", "power", "exponential", "piecewise", "plateau")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "rrelu", "prelu", "elu", "selu")
+# "normal" is N(0, 1), the historical choice the notes start from.
+INITS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+         "lecun_normal", "normal")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,16 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default="digits", help="data set (default: digits, bundled)")
     train.add_argument("--data-dir", default=None,
                        help="directory of the four Fashion-MNIST IDX .gz files")
-    train.add_argument("--hidden", type=_positive_int, nargs="+", default=[300, 100],
-                       help="hidden layer sizes (default: 300 100)")
-    train.add_argument("--activation", choices=ACTIVATIONS, default="elu",
-                       help="hidden activation (default: elu)")
-    train.add_argument("--init", default=None,
-                       choices=("glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
-                                "lecun_uniform", "lecun_normal"),
-                       help="kernel initialiser (default: matched to the activation)")
-    train.add_argument("--batch-norm", choices=("none", "after", "before"), default="none",
-                       help="batch normalisation placement (default: none)")
+    _add_model_options(train)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="nadam",
                        help="optimizer (default: nadam)")
     train.add_argument("--lr", type=_positive_float, default=1e-3,
@@ -91,7 +87,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-compilation-cache", action="store_true",
                        help="do not read or write compiled programs in the cache directory "
                             "($STABLEJAX_CACHE_DIR, default ~/.cache/stablejax/jax)")
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="measure how a fresh network's signal and gradients propagate",
+        description="Build a freshly initialised dense network, run one forward and one "
+        "backward pass on one batch, and print per-layer statistics and a verdict "
+        "(vanishing, exploding or healthy) with the fix.",
+    )
+    diagnose.add_argument("--data", choices=("digits", "synthetic"), default="digits",
+                          help="data set, standardised per feature (default: digits)")
+    _add_model_options(diagnose)
+    diagnose.add_argument("--batch-size", type=_positive_int, default=256,
+                          help="samples in the batch (default: 256)")
+    diagnose.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    diagnose.add_argument("--plot", default=None, metavar="PATH",
+                          help="write the forward/backward figure to this PNG file")
     return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The network's options, shared by ``train`` and ``diagnose``."""
+    parser.add_argument("--hidden", type=_positive_int, nargs="+", default=[300, 100],
+                        help="hidden layer sizes (default: 300 100)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="elu",
+                        help="hidden activation (default: elu)")
+    parser.add_argument("--init", default=None, choices=INITS,
+                        help="kernel initialiser (default: matched to the activation; "
+                             "normal: N(0, 1))")
+    parser.add_argument("--batch-norm", choices=("none", "after", "before"), default="none",
+                        help="batch normalisation placement (default: none)")
 
 
 def _optimizer(args, steps_per_epoch: int):
@@ -187,22 +211,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _setup(args):
-    from flax import nnx
 
     import stablejax as sj
 
     splits, input_shape, classes = _load(args)
     steps_per_epoch = sj.data.num_batches(len(splits.train.x), args.batch_size)
-    model = sj.nn.mlp(
-        args.hidden,
-        input_shape=input_shape,
-        activation=args.activation,
-        kernel_init=None if args.init is None else getattr(sj.initializers, args.init)(),
-        batch_norm=None if args.batch_norm == "none" else args.batch_norm,
-        output_size=classes,
-        output_activation=None,
-        rngs=nnx.Rngs(args.seed),
-    )
+    model = _model(args, input_shape, classes)
     callbacks: list[sj.callbacks.Callback] = []
     if args.schedule == "plateau":
         callbacks.append(sj.train.ReduceLROnPlateau("val_loss"))
@@ -211,9 +225,76 @@ def _setup(args):
     return splits, model, _optimizer(args, steps_per_epoch), callbacks
 
 
+def _model(args: argparse.Namespace, input_shape: tuple[int, ...], classes: int):
+    """A freshly initialised ``mlp`` from the model options, ending in logits."""
+    import jax
+    from flax import nnx
+
+    import stablejax as sj
+
+    kernel_init: sj.initializers.Initializer | None = None
+    if args.init == "normal":
+        kernel_init = jax.nn.initializers.normal(1.0)
+    elif args.init is not None:
+        kernel_init = getattr(sj.initializers, args.init)()
+    return sj.nn.mlp(
+        args.hidden,
+        input_shape=input_shape,
+        activation=args.activation,
+        kernel_init=kernel_init,
+        batch_norm=None if args.batch_norm == "none" else args.batch_norm,
+        output_size=classes,
+        output_activation=None,
+        rngs=nnx.Rngs(args.seed),
+    )
+
+
+def _diagnose_batch(args: argparse.Namespace):
+    """One standardised batch ``(x, y)``, the input shape and the number of classes."""
+    import numpy as np
+
+    from stablejax import data
+
+    input_shape: tuple[int, ...] = (8, 8)
+    if args.data == "digits":
+        split, classes = data.digits(seed=args.seed).train, 10
+        if args.batch_size > len(split.x):
+            raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(split.x)} "
+                             "digits training images")
+    else:
+        split = data.synthetic_classification(args.batch_size, num_classes=4, seed=args.seed)
+        input_shape, classes = (split.x.shape[1],), 4
+    x = split.x[: args.batch_size].reshape(args.batch_size, -1)
+    std = x.std(axis=0)
+    # Constant features (the digits' blank border pixels) are centred, not scaled.
+    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return (x.reshape(-1, *input_shape), split.y[: args.batch_size]), input_shape, classes
+
+
+def diagnose_command(args: argparse.Namespace) -> int:
+    """Runs ``stablejax diagnose``; returns the exit status (2 for a bad configuration)."""
+    from stablejax import diagnostics
+
+    try:
+        batch, input_shape, classes = _diagnose_batch(args)
+        model = _model(args, input_shape, classes)
+        report = diagnostics.signal_propagation(
+            model, batch, loss="sparse_categorical_crossentropy_from_logits")
+    except ValueError as error:
+        print(f"stablejax: error: {error}", file=sys.stderr)
+        return 2
+    print(report.to_markdown())
+    if args.plot is not None:
+        report.plot(args.plot)
+        print(f"figure written to {args.plot}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablejax`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "diagnose":
+        return diagnose_command(args)
     return train_command(args)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -304,10 +305,58 @@ def for_activation(name: str | None) -> Initializer:
         >>> round(float(w.var()), 4)  # 1 / 400
         0.0025
     """
+    return _matched(name)()
+
+
+def _matched(name: str | None) -> Callable[[], Initializer]:
     key = name.lower() if isinstance(name, str) else name
     if key not in _BY_ACTIVATION:
         raise ValueError(
             f"activation must be None or one of {KNOWN_ACTIVATIONS} to choose an initialiser, "
             f"got {name!r}"
         )
-    return _BY_ACTIVATION[key]()
+    return _BY_ACTIVATION[key]
+
+
+# The variance each initialiser of the table draws: scale / fan of the mode.
+_SCALE_MODE: dict[Callable[[], Initializer], tuple[float, str]] = {
+    glorot_uniform: (1.0, "fan_avg"),
+    he_normal: (2.0, "fan_in"),
+    lecun_normal: (1.0, "fan_in"),
+}
+
+
+class TableEntry(NamedTuple):
+    """The classic table's row for one activation: the matched initialiser as a variance."""
+
+    initializer: str  # its name in this module: "glorot_uniform", "he_normal", "lecun_normal"
+    scale: float
+    mode: str  # "fan_in" or "fan_avg"
+
+    def variance(self, shape: Sequence[int]) -> float:
+        """``scale / fan`` for a kernel of ``shape`` (fans as :func:`compute_fans`)."""
+        fan_in, fan_out = compute_fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
+        return self.scale / max(1.0, fan[self.mode])
+
+
+def table_entry(name: str | None) -> TableEntry:
+    """The row of the table of :func:`for_activation` for activation ``name``.
+
+    ``for_activation(name)`` draws kernels of mean 0 and variance
+    ``table_entry(name).variance(shape)``, exactly for its truncated normals (rescaled to
+    the target variance) and uniforms.
+
+    Raises:
+      ValueError: for an unknown name, as :func:`for_activation`.
+
+    Example::
+
+        >>> from stablejax.initializers import table_entry
+        >>> entry = table_entry("relu")
+        >>> entry, entry.variance((400, 300))  # 2 / 400
+        (TableEntry(initializer='he_normal', scale=2.0, mode='fan_in'), 0.005)
+    """
+    factory = _matched(name)
+    scale, mode = _SCALE_MODE[factory]
+    return TableEntry(factory.__name__, scale, mode)

@@ -77,3 +77,35 @@ def test_checkpoint_of_another_model_exits_2(capsys, tmp_path):
     assert cli.main(base + ["--hidden", "32"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epoch_1" in err
+
+
+def test_diagnose_prints_the_table_and_verdict_and_writes_the_figure(capsys, tmp_path):
+    argv = ["diagnose", "--hidden", "32", "32", "--activation", "relu", "--batch-size", "128",
+            "--plot", str(tmp_path / "signal.png")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| layers/1 | relu | 64 |" in out and "**healthy**" in out
+    assert (tmp_path / "signal.png").read_bytes()[:4] == b"\x89PNG"
+    argv = ["diagnose", "--data", "synthetic", "--hidden", *["32"] * 12,
+            "--activation", "sigmoid", "--init", "normal"]
+    assert cli.main(argv) == 0
+    assert "**vanishing**" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["diagnose", "--init", "ones"], ["diagnose", "--batch-size", "0"],
+     ["diagnose", "--data", "fashion_mnist"]],
+)
+def test_diagnose_bad_arguments_exit_2_with_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+
+
+def test_diagnose_batch_larger_than_the_data_exits_2(capsys):
+    assert cli.main(["diagnose", "--batch-size", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--batch-size 100000" in err

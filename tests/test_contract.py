@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from stablejax import clipping, guard, optimizers, transforms
+from stablejax import clipping, diagnostics, guard, optimizers, transforms
 from stablejax.plateau import reduce_on_plateau
 
 lr = optax.scale_by_learning_rate
@@ -73,6 +73,10 @@ CASES = [
     ("adam-schedule", optimizers.adam, dict(learning_rate=lambda s: 0.02 / (1 + 1e-3 * s))),
     ("adam-clipnorm", optimizers.adam, dict(learning_rate=0.02, clipnorm=1.0)),
     ("nadam", optimizers.nadam, dict(learning_rate=0.02)),
+    ("record_gradient_stats(adam)",
+     lambda learning_rate: optax.chain(diagnostics.record_gradient_stats(),
+                                       optimizers.adam(learning_rate)),
+     dict(learning_rate=0.02)),
     ("nadam-global_clipnorm-plateau", optimizers.nadam,
      dict(learning_rate=0.02, global_clipnorm=10.0, plateau=reduce_on_plateau(patience=2))),
 ]

@@ -147,6 +147,16 @@ def test_for_activation_table(name, scale, fan):
     w = np.asarray(I.for_activation(name)(jax.random.key(5), SHAPE))
     target = scale / FANS[fan]
     assert abs(w.var() - target) < 5 * target * math.sqrt(2.0 / w.size)
+    entry = I.table_entry(name)
+    assert (entry.scale, entry.mode) == (scale, fan)
+    assert entry.variance(SHAPE) == pytest.approx(target)
+
+
+def test_table_entry_names_the_initialiser_and_rejects_unknown_names():
+    assert [I.table_entry(n).initializer for n in ("tanh", "relu", "selu")] == [
+        "glorot_uniform", "he_normal", "lecun_normal"]
+    with pytest.raises(ValueError, match="activation must be None or one of"):
+        I.table_entry("gelu")
 
 
 def test_signature_and_dtype_drop_into_flax():

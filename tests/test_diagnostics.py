@@ -1,0 +1,349 @@
+"""Diagnostics: verdicts on deep nets, figures against plain JAX, gradient norms, the table."""
+
+import functools
+import math
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from conftest import tree_equal
+from flax import nnx
+
+import stablejax as sj
+from stablejax import diagnostics, initializers, nn
+from stablejax.diagnostics import recommend, record_gradient_stats, signal_propagation
+
+DEPTH, WIDTH, CLASSES, SAMPLES = 20, 100, 10, 256
+NORMAL = jax.nn.initializers.normal(1.0)  # N(0, 1), the historical choice
+THREE_HE = initializers.variance_scaling(6.0, "fan_in", "truncated_normal")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Standardised random inputs (256 x 100) and labels of 10 classes."""
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (SAMPLES, WIDTH))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    return x, jax.random.randint(ky, (SAMPLES,), 0, CLASSES)
+
+
+def deep(activation, kernel_init=None, output_activation="softmax", **kwargs):
+    """20 hidden layers of width 100 (layers/1 ... layers/20), output layers/21."""
+    return nn.mlp([WIDTH] * DEPTH, input_shape=(WIDTH,), activation=activation,
+                  kernel_init=kernel_init, output_size=CLASSES,
+                  output_activation=output_activation, rngs=nnx.Rngs(0), **kwargs)
+
+
+def band(ratio):
+    return 1 / diagnostics.ORDER_OF_MAGNITUDE <= ratio <= diagnostics.ORDER_OF_MAGNITUDE
+
+
+# The issue's six nets (the notes' table, the historical N(0, 1), three times He's
+# variance) and a ReLU net with LeCun's variance, half of He's: its activations shrink
+# by sqrt(1/2) per layer while the gradient ratio stays near 1.
+NETS = {
+    "sigmoid-glorot": ("sigmoid", None),  # the notes' choice for the logistic, 20 deep
+    "tanh-normal": ("tanh", NORMAL),
+    "selu-lecun": ("selu", None),
+    "relu-he": ("relu", None),
+    "relu-3he": ("relu", THREE_HE),
+    "sigmoid-normal": ("sigmoid", NORMAL),
+    "relu-lecun": ("relu", initializers.lecun_normal()),
+}
+
+
+@functools.cache
+def report_of(net):
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (SAMPLES, WIDTH))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = jax.random.randint(ky, (SAMPLES,), 0, CLASSES)
+    return signal_propagation(deep(*NETS[net]), (x, y))
+
+
+@pytest.mark.parametrize(
+    "net, verdict, fix",
+    [
+        ("sigmoid-glorot", "vanishing", "non-saturating"),
+        ("tanh-normal", "exploding", "use Glorot initialisation with tanh"),
+        ("selu-lecun", "healthy", "nothing to fix"),
+        ("relu-he", "healthy", "nothing to fix"),
+        ("relu-3he", "exploding", "use He initialisation with relu"),
+        ("sigmoid-normal", "vanishing", "saturated"),
+        ("relu-lecun", "vanishing", "use He initialisation with relu"),
+    ],
+)
+def test_verdicts_of_deep_nets(net, verdict, fix):
+    report = report_of(net)
+    assert report.verdict == verdict, report.reason
+    assert fix in report.reason
+    assert len(report.layers) == DEPTH + 1
+
+
+def test_the_evidence_behind_each_failure():
+    # sigmoid + N(0, 1): a modest gradient ratio, yet most units saturated.
+    report = report_of("sigmoid-normal")
+    assert band(report.grad_ratio) and report.saturated > diagnostics.MAJORITY
+    # ReLU at three times He's variance: the activation std grows sqrt(3) per layer.
+    per_layer = report_of("relu-3he").forward_ratio ** (1 / (DEPTH - 1))
+    assert per_layer == pytest.approx(math.sqrt(3), rel=0.1)
+    # ReLU at LeCun's variance: the forward signal dies, the gradient ratio does not show it.
+    report = report_of("relu-lecun")
+    assert band(report.grad_ratio)
+    assert report.forward_ratio ** (1 / (DEPTH - 1)) == pytest.approx(math.sqrt(0.5), rel=0.1)
+    assert "layers/1" in report.reason and "layers/20" in report.reason
+    # The gradient ratios: vanishing and exploding by orders of magnitude.
+    assert report_of("sigmoid-glorot").grad_ratio < 1e-9
+    assert report_of("tanh-normal").grad_ratio > 1e5
+
+
+def _plain_net(model, activation):
+    """The model's kernels and biases, and its forward pass written in plain JAX."""
+    dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
+    kernels = [d.kernel[...] for d in dense]
+    biases = [d.bias[...] for d in dense]
+
+    def forward(kernels, x):
+        acts = []
+        for w, b in zip(kernels[:-1], biases[:-1], strict=True):
+            x = activation(x @ w + b)
+            acts.append(x)
+        return x @ kernels[-1] + biases[-1], acts
+
+    return kernels, biases, forward
+
+
+@pytest.mark.parametrize("activation, kernel_init", [("relu", None), ("tanh", NORMAL)])
+def test_figures_match_plain_jax(batch, activation, kernel_init):
+    x, y = batch
+    model = deep(activation, kernel_init, output_activation=None)
+    report = signal_propagation(model, batch, "sparse_categorical_crossentropy_from_logits")
+    fn = {"relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+    kernels, biases, forward = _plain_net(model, fn)
+
+    def loss(logits):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(lambda ks: loss(forward(ks, x)[0]))(kernels)
+    assert report.grad_ratio == pytest.approx(
+        float(jnp.std(grads[0]) / jnp.std(grads[-2])), rel=1e-3)
+    _, acts = forward(kernels, x)
+    for row, a, g in zip(report.layers, acts, grads, strict=False):
+        assert row.act_std == pytest.approx(float(jnp.std(a)), rel=1e-4)
+        assert row.kernel_grad_std == pytest.approx(float(jnp.std(g)), rel=1e-3)
+    # The gradient w.r.t. hidden layer k's output: the rest of the net, differentiated.
+    for k in (0, DEPTH // 2, DEPTH - 1):
+        def rest(a, k=k):
+            for w, b in zip(kernels[k + 1:-1], biases[k + 1:-1], strict=True):
+                a = fn(a @ w + b)
+            return loss(a @ kernels[-1] + biases[-1])
+
+        expected = float(jnp.std(jax.grad(rest)(acts[k])))
+        assert report.layers[k].grad_std == pytest.approx(expected, rel=1e-3)
+
+
+def test_layer_rows_name_fans_and_table_std(batch):
+    report = signal_propagation(deep("relu", NORMAL), batch)
+    rows = report.layers
+    assert [r.name for r in rows] == [f"layers/{i}" for i in range(1, DEPTH + 2)]
+    assert [r.activation for r in rows] == ["relu"] * DEPTH + ["softmax"]
+    assert all(r.fan_in == WIDTH for r in rows)
+    assert rows[0].table_std == pytest.approx(math.sqrt(2 / WIDTH))  # He
+    assert rows[-1].table_std == pytest.approx(math.sqrt(1 / ((WIDTH + CLASSES) / 2)))  # Glorot
+    assert rows[0].kernel_std == pytest.approx(1.0, rel=0.02)
+    x, _ = batch
+    assert rows[0].pre_std == pytest.approx(float(jnp.std(x @ deep("relu", NORMAL)
+                                                          .layers[1].kernel[...])), rel=1e-4)
+    text = report.to_markdown()
+    assert "| layers/1 | relu | 100 |" in text and report.reason in text
+
+
+def test_saturated_fraction_of_hand_made_layers():
+    x = jax.random.normal(jax.random.key(1), (64, 4))
+    model = nnx.Sequential(nn.Dense(4, 6, activation="tanh", rngs=nnx.Rngs(0)),
+                           nn.Dense(6, 6, activation="sigmoid", rngs=nnx.Rngs(1)),
+                           nn.Dense(6, 3, rngs=nnx.Rngs(2)))
+    first, second = model.layers[0], model.layers[1]
+    first.kernel[...] = 2.0 * jax.random.normal(jax.random.key(2), (4, 6))
+    second.kernel[...] = jnp.full((6, 6), 0.1)  # |t @ w| <= 0.6 for tanh outputs t
+    second.bias[...] = jnp.full(6, 12.0)  # pre-activations all > 10
+    report = signal_propagation(model, (x, jnp.zeros((64, 3))), "mse")
+    z = x @ first.kernel[...] + first.bias[...]
+    # tanh: saturated where tanh' = 1 - t^2 < 0.1, i.e. |z| > artanh(sqrt(0.9)).
+    expected = float(jnp.mean(jnp.abs(z) > math.atanh(math.sqrt(0.9))))
+    assert 0.1 < expected < 0.9
+    assert report.layers[0].saturated == pytest.approx(expected)
+    assert bool((jnp.tanh(z) @ second.kernel[...] + second.bias[...] > 10).all())
+    assert report.layers[1].saturated == 1.0
+    assert report.layers[2].saturated is None and report.layers[2].dead is None
+    # The saturated sigmoid outputs are all about 1: the forward signal collapses there.
+    assert report.verdict == "vanishing" and "layers/1" in report.reason
+
+
+def test_dead_fraction_of_a_relu_layer_with_a_large_negative_bias():
+    x = jax.random.normal(jax.random.key(1), (64, 5))
+    model = nnx.Sequential(nn.Dense(5, 8, activation="relu", rngs=nnx.Rngs(0)),
+                           nn.Dense(8, 3, rngs=nnx.Rngs(1)))
+    model.layers[0].bias[...] = jnp.array([-100.0] * 3 + [0.0] * 5)
+    report = signal_propagation(model, (x, jnp.arange(64) % 3),
+                                "sparse_categorical_crossentropy_from_logits")
+    z = x @ model.layers[0].kernel[...] + model.layers[0].bias[...]
+    assert int(jnp.sum(jnp.all(z <= 0, axis=0))) == 3  # exactly the three biased units
+    assert report.layers[0].dead == 3 / 8
+    model.layers[0].bias[...] = jnp.full(8, -100.0)
+    report = signal_propagation(model, (x, jnp.arange(64) % 3),
+                                "sparse_categorical_crossentropy_from_logits")
+    assert report.layers[0].dead == 1.0 and report.verdict == "vanishing"
+
+
+def test_model_and_batch_statistics_are_untouched(batch):
+    model = deep("elu", batch_norm="after")
+    before = nnx.state(model)
+    report = signal_propagation(model, batch)
+    assert tree_equal(nnx.state(model), before)
+    assert report.verdict == "healthy"
+    # Batch norm rows are not reported: one Dense row per hidden layer, and the output.
+    assert [r.name for r in report.layers][:2] == ["layers/2", "layers/4"]
+
+
+def test_batch_norm_before_names_the_activation_each_dense_feeds(batch):
+    model = nn.mlp([WIDTH] * 3, input_shape=(WIDTH,), activation="relu",
+                   batch_norm="before", rngs=nnx.Rngs(0))
+    report = signal_propagation(model, batch)
+    # Flatten, BatchNorm, then [Dense, BatchNorm, Activation] x 3, then the output Dense.
+    assert [(r.name, r.activation, r.fan_in) for r in report.layers[:2]] == [
+        ("layers/2", "relu", WIDTH), ("layers/4", "relu", None)]
+    assert report.layers[0].table_std == pytest.approx(math.sqrt(2 / WIDTH))
+    assert report.layers[0].dead is None and report.layers[1].dead is not None
+    assert report.verdict == "healthy"
+
+
+def test_scanned_stacks_are_reported_per_block(batch):
+    kwargs = dict(input_shape=(WIDTH,), activation="tanh")
+    scanned = signal_propagation(
+        nn.mlp([32] * 5, scan_layers=True, rngs=nnx.Rngs(0), **kwargs), batch)
+    unrolled = signal_propagation(nn.mlp([32] * 5, rngs=nnx.Rngs(0), **kwargs), batch)
+    assert [r.name for r in scanned.layers] == ["layers/1"] + [
+        f"layers/2/blocks[{i}]/layers/0" for i in range(4)] + ["layers/3"]
+    for a, b in zip(scanned.layers, unrolled.layers, strict=True):
+        for field in ("act_std", "grad_std", "kernel_grad_std", "kernel_std"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-5)
+    assert scanned.verdict == unrolled.verdict
+
+
+def test_a_model_that_is_not_a_sequential(batch):
+    class TwoLayers(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(WIDTH, 16, rngs=rngs)
+            self.out = nnx.Linear(16, CLASSES, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jnp.tanh(self.hidden(x)))
+
+    report = signal_propagation(TwoLayers(nnx.Rngs(0)), batch,
+                                "sparse_categorical_crossentropy_from_logits")
+    assert [(r.name, r.activation) for r in report.layers] == [("hidden", "linear"),
+                                                               ("out", "linear")]
+    assert report.grad_ratio == 1.0  # one hidden kernel layer: first = last hidden
+
+    plain = nnx.Sequential(nnx.Linear(WIDTH, 32, rngs=nnx.Rngs(0)), jax.nn.relu,
+                           nnx.Linear(32, CLASSES, rngs=nnx.Rngs(1)))
+    report = signal_propagation(plain, batch, "sparse_categorical_crossentropy_from_logits")
+    assert [(r.name, r.activation, r.fan_in) for r in report.layers] == [
+        ("layers/0", "relu", WIDTH), ("layers/1", "relu", None), ("layers/2", "linear", 32)]
+    x, _ = batch
+    z = plain.layers[0](x)
+    assert report.layers[1].pre_std == pytest.approx(float(jnp.std(z)), rel=1e-5)
+    assert report.layers[1].act_std == pytest.approx(float(jnp.std(jax.nn.relu(z))), rel=1e-5)
+
+
+def test_plot_writes_a_png_and_import_stays_light(tmp_path):
+    report = report_of("relu-he")
+    report.plot(tmp_path / "signal.png")
+    assert (tmp_path / "signal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code = "import sys, stablejax.diagnostics; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+def _rejects(model, batch, match, **kwargs):
+    before = nnx.state(model)
+    with pytest.raises(ValueError, match=match):
+        signal_propagation(model, batch, **kwargs)
+    assert tree_equal(nnx.state(model), before)
+
+
+def test_bad_input_is_a_value_error_that_says_what_to_change(batch):
+    x, y = batch
+    model = nn.mlp([8], input_shape=(WIDTH,), batch_norm="after", rngs=nnx.Rngs(0))
+    _rejects(nnx.Sequential(nn.Activation("relu")), batch, "no layer with a kernel")
+    _rejects(model, (x[:, :99], y), r"shape \(256, 99\) does not fit the model")
+    _rejects(model, batch, "loss must return a scalar", loss=lambda out, t: out.sum(axis=1))
+    _rejects(model, (x.at[3, 4].set(jnp.nan), y), "batch x holds NaN or infinite")
+    _rejects(model, (x, y[:10]), "the loss fails on outputs of shape")
+    _rejects(model, batch, "loss must be a callable or one of", loss="hinge")
+    _rejects(model, x, r"pair \(x, y\)")
+
+
+def test_record_gradient_stats_passes_updates_and_keeps_norms():
+    tree = {"w": jnp.arange(6.0).reshape(2, 3) - 2.5, "b": jnp.array([3.0, -4.0]),
+            "s": jnp.array(-2.0)}
+    tx = record_gradient_stats()
+    state = tx.init(tree)
+    assert float(state.global_norm) == 0.0
+    assert all(float(v) == 0.0 for v in jax.tree.leaves(state.norms))
+    update = jax.jit(tx.update)
+    out, new_state = update(tree, state)
+    assert tree_equal(out, tree)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert [v.dtype for v in jax.tree.leaves(new_state)] == [
+        v.dtype for v in jax.tree.leaves(state)]
+    # sqrt(sum of squares): w has 2.5^2 + 1.5^2 + 0.5^2 twice = 17.5, b 25, s 4.
+    assert float(new_state.global_norm) == pytest.approx(math.sqrt(46.5), rel=1e-6)
+    assert float(new_state.global_norm) == pytest.approx(float(optax.tree.norm(tree)),
+                                                         rel=1e-6)
+    for key in tree:
+        assert float(new_state.norms[key]) == pytest.approx(
+            float(jnp.linalg.norm(tree[key].ravel())), rel=1e-6)
+
+
+def test_record_gradient_stats_in_a_chain_changes_nothing():
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(lambda p: 0.1 * p + 0.5, params)
+    plain, recorded = sj.adam(1e-3), optax.chain(record_gradient_stats(), sj.adam(1e-3))
+    a, _ = plain.update(grads, plain.init(params), params)
+    b, state = jax.jit(recorded.update)(grads, recorded.init(params), params)
+    assert tree_equal(a, b)
+    assert float(state[0].global_norm) == pytest.approx(float(optax.tree.norm(grads)))
+
+
+def test_recommend_the_notes_models():
+    rows = recommend(nn.mlp([300, 100], activation="elu", rngs=nnx.Rngs(0)))
+    assert [(r.name, r.activation, r.fan_in) for r in rows] == [
+        ("layers/1", "elu", 784), ("layers/2", "elu", 300), ("layers/3", "softmax", 100)]
+    assert all(r.ok and r.suggestion == "" for r in rows)
+    expected = [2 / 784, 2 / 300, 1 / ((100 + 10) / 2)]  # He, He, Glorot
+    assert [r.expected for r in rows] == pytest.approx(expected)
+    assert [r.variance for r in rows] == pytest.approx(expected, rel=0.05)
+
+    rows = recommend(nn.mlp([300, 100], activation="elu", kernel_init=NORMAL,
+                            rngs=nnx.Rngs(0)))
+    assert [r.ok for r in rows] == [False, False, True]  # the output keeps its Glorot
+    assert rows[0].variance == pytest.approx(1.0, rel=0.05)
+    assert "he_normal" in rows[0].suggestion and "layers/1" in rows[0].suggestion
+
+    rows = recommend(nn.mlp([64, 64, 64], input_shape=(8, 8), activation="selu",
+                            batch_norm="before", scan_layers=True, rngs=nnx.Rngs(0)))
+    assert [(r.name, r.activation) for r in rows] == [
+        ("layers/2", "selu"), ("layers/5/blocks[0]/layers/0", "selu"),
+        ("layers/5/blocks[1]/layers/0", "selu"), ("layers/6", "softmax")]
+    assert all(r.ok for r in rows)
+
+
+def test_package_exposes_diagnostics_lazily():
+    assert sj.diagnostics is diagnostics
+    assert "diagnostics" in sj.__all__ and "diagnostics" in dir(sj)
