@@ -6,6 +6,8 @@
 - :func:`record_gradient_stats`: an Optax transformation that keeps the global gradient
   norm and each leaf's norm in its state, so a compiled train step can report them.
 - :func:`recommend`: the classic initialisation table applied to a built model.
+- :class:`GradientMonitor`: a ``fit`` callback that adds gradient norms and the
+  first-to-last gradient ratio to the history, and warns when they vanish or explode.
 
 The thresholds share one scale, an order of magnitude (see :func:`signal_propagation`).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,6 +31,8 @@ import optax
 from flax import nnx
 
 from stablejax import initializers, losses, nn
+from stablejax.callbacks import Callback
+from stablejax.steps import TrainState
 
 __all__ = [
     "LayerStats",
@@ -37,6 +42,7 @@ __all__ = [
     "record_gradient_stats",
     "Recommendation",
     "recommend",
+    "GradientMonitor",
     "ORDER_OF_MAGNITUDE",
     "SATURATED_DERIVATIVE",
     "MAJORITY",
@@ -745,3 +751,107 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
         rows.append(Recommendation(site.name, site.feeds, fan_in, variance, target, ok,
                                    suggestion))
     return rows
+
+
+# -------------------------------------------------------------------------- during fit
+
+
+def _kernel_grads(grads: Any) -> list[tuple[str, jax.Array]]:
+    """The kernels (and their gradients) in layer order; a ``Stack``'s per block."""
+    rows = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        name = nn.path_name(path)
+        if name.split("/")[-1] != "kernel":
+            continue
+        if "/blocks/" in f"/{name}" and leaf.ndim == 3:  # an nn.Stack: one slice per block
+            rows += [(f"{name}[{i}]", leaf[i]) for i in range(leaf.shape[0])]
+        else:
+            rows.append((name, leaf))
+    return rows
+
+
+@dataclass
+class GradientMonitor(Callback):
+    """Reports gradient sizes during :func:`stablejax.fit`; warns when they vanish or explode.
+
+    Adds two keys to the history, computed inside the compiled train step from each
+    step's gradients (:meth:`~stablejax.callbacks.Callback.step_stats`) and averaged over
+    the epoch's finite steps:
+
+    - ``grad_norm``: the global L2 norm of the gradients (``optax.tree.norm``);
+    - ``grad_ratio``: the standard deviation of the first kernel's gradient over that of
+      the last hidden kernel's (the kernel before the output layer), as
+      :func:`signal_propagation`'s ``grad_ratio``; only for models with at least three
+      kernels.
+
+    The first epoch whose ``grad_ratio`` leaves ``[1 / threshold, threshold]`` issues one
+    ``UserWarning`` for the run (the callback's state remembers it across resumes),
+    naming ``vanishing`` or ``exploding``, the two layers, the figure and the notes' fix.
+    Training is unchanged: the statistics are extra outputs of the step.
+
+    Args:
+      threshold: the factor between the two gradients that counts as vanishing or
+        exploding, > 1; default :data:`ORDER_OF_MAGNITUDE` (10), the scale of
+        :func:`signal_propagation`'s verdict: beyond it no one learning rate suits both
+        layers.
+
+    Example::
+
+        >>> import stablejax as sj
+        >>> from flax import nnx
+        >>> data = sj.data.synthetic_classification(64, num_features=4, num_classes=2)
+        >>> model = sj.nn.mlp([8, 8], input_shape=(4,), output_size=2, rngs=nnx.Rngs(0))
+        >>> history = sj.fit(model, sj.adam(1e-2), data, epochs=1, verbose=0,
+        ...                  callbacks=[sj.diagnostics.GradientMonitor()])
+        >>> sorted(k for k in history.history if k.startswith("grad"))
+        ['grad_norm', 'grad_ratio']
+    """
+
+    threshold: float = ORDER_OF_MAGNITUDE
+
+    def __post_init__(self) -> None:
+        value = self.threshold
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 1
+        ):
+            raise ValueError(f"threshold must be a finite number > 1, got {value!r}")
+
+    def init(self, state: TrainState) -> Any:
+        del state
+        return {"warned": jnp.zeros((), jnp.bool_)}
+
+    def step_stats(self, grads: Any, params: Any) -> dict[str, jax.Array]:
+        del params
+        out = {"grad_norm": optax.tree.norm(grads)}
+        kernels = _kernel_grads(grads)
+        if len(kernels) >= 3:  # a first and a last hidden kernel, then the output's
+            out["grad_ratio"] = _std(kernels[0][1]) / _std(kernels[-2][1])
+        return out
+
+    def on_epoch_end(
+        self, state: TrainState, own: Any, logs: dict[str, float]
+    ) -> tuple[TrainState, Any, bool]:
+        ratio = logs.get("grad_ratio")
+        if ratio is None or math.isnan(ratio) or bool(own["warned"]):
+            return state, own, False
+        if 1 / self.threshold <= ratio <= self.threshold:
+            return state, own, False
+        kernels = _kernel_grads(state.params)
+        first, last = kernels[0][0], kernels[-2][0]
+        if ratio < 1:
+            kind, fix = "vanishing", (
+                "match the initialisation to the activation (He with ReLU and its "
+                "variants, LeCun with SELU), use a non-saturating activation, or add "
+                "batch norm")
+        else:
+            kind, fix = "exploding", (
+                "clip gradients (clipnorm or global_clipnorm), lower the learning rate, "
+                "or match the initialisation to the activation")
+        warnings.warn(
+            f"gradients are {kind}: epoch {int(state.epoch) + 1}'s gradient std of {first} "
+            f"is {ratio:.3g} times that of {last} (outside [1/{self.threshold:g}, "
+            f"{self.threshold:g}]); {fix}.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return state, {"warned": jnp.ones((), jnp.bool_)}, False

@@ -347,3 +347,62 @@ def test_recommend_the_notes_models():
 def test_package_exposes_diagnostics_lazily():
     assert sj.diagnostics is diagnostics
     assert "diagnostics" in sj.__all__ and "diagnostics" in dir(sj)
+
+
+# ----------------------------------------------------------------------- GradientMonitor
+
+
+def _fit(model, data, callbacks=(), epochs=2):
+    return sj.fit(model, sj.sgd(0.05), data, epochs=epochs, batch_size=len(data.y), verbose=0,
+                  loss="sparse_categorical_crossentropy_from_logits", callbacks=callbacks)
+
+
+def _small(activation, depth=8, kernel_init=None):
+    return nn.mlp([32] * depth, input_shape=(16,), activation=activation,
+                  kernel_init=kernel_init, output_size=4, output_activation=None,
+                  rngs=nnx.Rngs(1))
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return sj.data.synthetic_classification(128, num_features=16, num_classes=4, seed=3)
+
+
+def test_gradient_monitor_changes_no_number_and_reports_plain_jax_figures(small_data):
+    # One batch per epoch: epoch 1's figures are those of the initial parameters.
+    reference = _small("selu")
+    loss = sj.losses.sparse_categorical_crossentropy_from_logits
+    grads = nnx.grad(lambda m: loss(m(small_data.x), small_data.y))(reference)
+    kernels = [g.kernel[...] for g in (grads.layers[1], grads.layers[8])]  # first, last hidden
+    plain = _fit(_small("selu"), small_data)
+    watched = _fit(_small("selu"), small_data, [diagnostics.GradientMonitor()])
+    assert tree_equal(watched.state.params, plain.state.params)
+    assert tree_equal(watched.state.opt_state, plain.state.opt_state)
+    assert watched.history["loss"] == plain.history["loss"]
+    assert watched.history["grad_norm"][0] == pytest.approx(float(optax.tree.norm(grads)),
+                                                            rel=1e-5)
+    assert watched.history["grad_ratio"][0] == pytest.approx(
+        float(jnp.std(kernels[0]) / jnp.std(kernels[1])), rel=1e-5)
+
+
+def test_gradient_monitor_warns_once_on_a_deep_sigmoid_net(small_data):
+    with pytest.warns(UserWarning) as caught:
+        history = _fit(_small("sigmoid", depth=12), small_data,
+                       [diagnostics.GradientMonitor()], epochs=3)
+    messages = [str(w.message) for w in caught if "gradients are" in str(w.message)]
+    assert len(messages) == 1
+    assert "vanishing" in messages[0] and "layers/1/kernel" in messages[0]
+    assert "He with ReLU" in messages[0]
+    assert history.history["grad_ratio"][0] < 1 / diagnostics.ORDER_OF_MAGNITUDE
+
+
+def test_gradient_monitor_is_quiet_on_a_healthy_net(small_data, recwarn):
+    history = _fit(_small("selu"), small_data, [diagnostics.GradientMonitor()])
+    assert not [w for w in recwarn if "gradients are" in str(w.message)]
+    assert band(history.history["grad_ratio"][0])
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5, math.inf, math.nan, True, "10"])
+def test_gradient_monitor_threshold_is_checked(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        diagnostics.GradientMonitor(threshold)
