@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam")
 SCHEDULES = ("constant", "power", "exponential", "piecewise", "plateau")
+DECAY_EPOCHS = 20.0  # s of the power and exponential schedules, in epochs
+BOUNDARIES = (5, 15)  # epochs where the piecewise schedule drops
+FACTOR, PLATEAU_PATIENCE = 0.5, 2  # the plateau schedule's reduction
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "rrelu", "prelu", "elu", "selu")
 # "normal" is N(0, 1), the historical choice the notes start from.
 INITS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
@@ -30,27 +33,56 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (``stablejax --help``)."""
+    from stablejax import __version__
+
     parser = _Parser(
         prog="stablejax",
         description="Train deep networks stably in pure JAX: matched initialisation, "
         "non-saturating activations, batch norm, clipping, Keras-exact optimizers and "
         "learning-rate schedules.",
     )
+    parser.add_argument("--version", action="version", version=f"stablejax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train = commands.add_parser(
         "train",
@@ -61,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=("digits", "fashion_mnist", "synthetic"),
                        default="digits", help="data set (default: digits, bundled)")
     train.add_argument("--data-dir", default=None,
-                       help="directory of the four Fashion-MNIST IDX .gz files")
+                       help="directory of the four Fashion-MNIST IDX .gz files "
+                            "(only with --data fashion_mnist)")
     _add_model_options(train)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="nadam",
                        help="optimizer (default: nadam)")
@@ -69,8 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="initial learning rate (default: 1e-3)")
     train.add_argument("--schedule", choices=SCHEDULES, default="constant",
                        help="learning-rate schedule (default: constant)")
-    train.add_argument("--decay-epochs", type=_positive_float, default=20.0,
-                       help="s of the power/exponential schedules, in epochs (default: 20)")
+    train.add_argument("--decay-epochs", type=_positive_float, default=None,
+                       help="s of the power and exponential schedules, in epochs "
+                            f"(default: {DECAY_EPOCHS:g})")
+    train.add_argument("--boundaries", type=_positive_int, nargs="+", default=None,
+                       metavar="EPOCH", help="epochs where the piecewise schedule drops "
+                       f"(default: {' '.join(map(str, BOUNDARIES))})")
+    train.add_argument("--values", type=_positive_float, nargs="+", default=None,
+                       metavar="LR", help="the piecewise schedule's rates, one more than "
+                       "the boundaries (default: lr, lr/2, lr/10)")
+    train.add_argument("--factor", type=_fraction, default=None,
+                       help=f"plateau: multiply the rate by this (default: {FACTOR:g})")
+    train.add_argument("--plateau-patience", type=_positive_int, default=None,
+                       help="plateau: epochs without improvement of val_loss before a "
+                            f"reduction (default: {PLATEAU_PATIENCE})")
     clip = train.add_mutually_exclusive_group()
     clip.add_argument("--clipvalue", type=_positive_float, help="clip each gradient value")
     clip.add_argument("--clipnorm", type=_positive_float, help="clip each tensor's L2 norm")
@@ -82,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="early stopping on val_loss after this many epochs, best restored")
     train.add_argument("--checkpoint-dir", default=None,
                        help="save every epoch here; resume if it holds a checkpoint")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--seed", type=_natural, default=0, help="random seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--no-compilation-cache", action="store_true",
                        help="do not read or write compiled programs in the cache directory "
@@ -99,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(diagnose)
     diagnose.add_argument("--batch-size", type=_positive_int, default=256,
                           help="samples in the batch (default: 256)")
-    diagnose.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    diagnose.add_argument("--seed", type=_natural, default=0, help="random seed (default: 0)")
     diagnose.add_argument("--plot", default=None, metavar="PATH",
                           help="write the forward/backward figure to this PNG file")
     return parser
@@ -121,20 +166,27 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _optimizer(args, steps_per_epoch: int):
     import stablejax as sj
 
-    s = args.decay_epochs * steps_per_epoch
+    s = (args.decay_epochs or DECAY_EPOCHS) * steps_per_epoch
+    boundaries = args.boundaries or BOUNDARIES
+    values = args.values or [args.lr, args.lr / 2, args.lr / 10]
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(f"--values needs one rate more than --boundaries: got {len(values)} "
+                         f"rates for {len(boundaries)} boundaries")
     schedule = {
         "constant": args.lr,
-        "power": sj.power_decay(args.lr, s),
-        "exponential": sj.exponential_decay(args.lr, s),
-        "piecewise": sj.piecewise_constant(
-            [5 * steps_per_epoch, 15 * steps_per_epoch], [args.lr, args.lr / 2, args.lr / 10]
-        ),
+        "power": lambda: sj.power_decay(args.lr, s),
+        "exponential": lambda: sj.exponential_decay(args.lr, s),
+        "piecewise": lambda: sj.piecewise_constant(
+            [b * steps_per_epoch for b in boundaries], values),
         "plateau": args.lr,
     }[args.schedule]
+    schedule = schedule() if callable(schedule) else schedule
     common = dict(clipvalue=args.clipvalue, clipnorm=args.clipnorm,
                   global_clipnorm=args.global_clipnorm)
     if args.schedule == "plateau":
-        common["plateau"] = sj.reduce_on_plateau(factor=0.5, patience=2, learning_rate=args.lr)
+        common["plateau"] = sj.reduce_on_plateau(
+            factor=args.factor or FACTOR, patience=args.plateau_patience or PLATEAU_PATIENCE,
+            learning_rate=args.lr)
     if args.optimizer == "momentum":
         return sj.sgd(schedule, momentum=0.9, **common)
     if args.optimizer == "nesterov":
@@ -151,9 +203,8 @@ def _load(args):
         if args.data_dir is None:
             raise ValueError("--data fashion_mnist needs --data-dir with the four IDX files")
         return data.fashion_mnist(args.data_dir), (28, 28), 10
-    train = data.synthetic_classification(2000, num_classes=4, seed=args.seed)
-    valid = data.synthetic_classification(500, num_classes=4, seed=args.seed + 1)
-    return data.Splits(train, valid, valid), (train.x.shape[1],), 4
+    splits = data.synthetic_splits(2000, 500, 500, num_classes=4, seed=args.seed)
+    return splits, (splits.train.x.shape[1],), 4
 
 
 def _table(history: dict[str, list[float]]) -> str:
@@ -167,17 +218,48 @@ def _table(history: dict[str, list[float]]) -> str:
                      for r in rows)
 
 
+def _unused_option(args: argparse.Namespace) -> str | None:
+    """The first given option that the chosen settings would ignore, as an error."""
+    unused = [
+        ("--decay-epochs", args.decay_epochs, "--schedule power or exponential",
+         args.schedule in ("power", "exponential")),
+        ("--boundaries", args.boundaries, "--schedule piecewise", args.schedule == "piecewise"),
+        ("--values", args.values, "--schedule piecewise", args.schedule == "piecewise"),
+        ("--factor", args.factor, "--schedule plateau", args.schedule == "plateau"),
+        ("--plateau-patience", args.plateau_patience, "--schedule plateau",
+         args.schedule == "plateau"),
+        ("--data-dir", args.data_dir, "--data fashion_mnist", args.data == "fashion_mnist"),
+    ]
+    for option, value, needs, applies in unused:
+        if value is not None and not applies:
+            return f"{option} only applies with {needs}"
+    return None
+
+
+def _short(error: Exception, lines: int = 6) -> str:
+    """An error's message cut to its first ``lines`` lines, with a count of the rest."""
+    text = str(error).splitlines()
+    rest = len(text) - lines
+    return "\n".join(text[:lines] + ([f"  ... and {rest} more lines"] if rest > 0 else []))
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Runs ``stablejax train``; returns the exit status.
 
-    A bad configuration (an argument the library rejects, missing data files, a
-    checkpoint directory of another model) is a one-line error with status 2; any other
-    error during training propagates.
+    A bad configuration (an option the settings ignore, an argument the library
+    rejects, missing data files, a checkpoint directory of another model) is a short
+    error with status 2; a run that diverges (``NonFiniteError``) is one line with
+    status 1. A checkpoint directory that already holds the run says so and continues
+    it (or prints its history when it is complete).
     """
 
     import stablejax as sj
     from stablejax.compilation_cache import enable
 
+    unused = _unused_option(args)
+    if unused is not None:
+        print(f"stablejax: error: {unused}", file=sys.stderr)
+        return 2
     if not args.no_compilation_cache:
         enable()  # before the model is built: its initialisers compile too
     try:
@@ -185,6 +267,13 @@ def train_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
+    if args.checkpoint_dir is not None:
+        done = sj.checkpoint.latest_epoch(args.checkpoint_dir)
+        if done is not None and done >= args.epochs:
+            print(f"{args.checkpoint_dir} already holds this run, complete ({done} of "
+                  f"{args.epochs} epochs): its history follows")
+        elif done is not None:
+            print(f"resuming from epoch {done + 1} of {args.epochs} in {args.checkpoint_dir}")
     try:
         history = sj.train.fit(
             model,
@@ -201,8 +290,11 @@ def train_command(args: argparse.Namespace) -> int:
             compilation_cache=not args.no_compilation_cache,
         )
     except sj.checkpoint.CheckpointError as error:  # e.g. another model's checkpoint dir
-        print(f"stablejax: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"stablejax: error: {_short(error)}", file=sys.stderr)
         return 2
+    except sj.train.NonFiniteError as error:
+        print(f"stablejax: error: {error}", file=sys.stderr)
+        return 1
     print(_table(history.history))
     test = sj.train.evaluate(model, history.state, splits.test,
                              loss="sparse_categorical_crossentropy_from_logits")

@@ -33,6 +33,7 @@ __all__ = [
     "fashion_mnist",
     "read_idx",
     "synthetic_classification",
+    "synthetic_splits",
     "batches",
     "epoch_order",
     "num_batches",
@@ -295,9 +296,48 @@ def synthetic_classification(
     ``z_k, e_i ~ N(0, I)``. The labels are balanced (``i mod num_classes``, shuffled).
     With the default ``noise=0.1`` the classes are almost linearly separable; raise
     `noise` towards 1 to make them overlap. Deterministic in `seed`; x is float32,
-    y int32.
+    y int32. The centres are drawn from `seed` too, so two calls with different seeds
+    are two different problems: use :func:`synthetic_splits` for train/validation/test
+    sets of one problem.
     """
-    n = index("n", n, 1)
+    rng, centres = _centres(n, num_features, num_classes, seed, noise)
+    return _blobs(rng, centres, n, noise)
+
+
+def synthetic_splits(
+    train: int = 2000,
+    valid: int = 500,
+    test: int = 500,
+    *,
+    num_features: int = 20,
+    num_classes: int = 2,
+    seed: int = 0,
+    noise: float = 0.1,
+) -> Splits:
+    """Train, validation and test sets of one :func:`synthetic_classification` problem.
+
+    The class centres are drawn once from `seed`; each split's samples are drawn after
+    them from the same generator, in the order train, validation, test. The training
+    split equals ``synthetic_classification(train, ...)`` with the same arguments.
+
+    Example::
+
+        >>> from stablejax.data import synthetic_splits
+        >>> splits = synthetic_splits(100, 20, 20, num_classes=3, seed=1)
+        >>> [len(s.y) for s in splits]
+        [100, 20, 20]
+    """
+    rng, centres = _centres(train, num_features, num_classes, seed, noise)
+    for name, size in (("valid", valid), ("test", test)):
+        index(name, size, 1)
+    parts = [_blobs(rng, centres, size, noise) for size in (train, valid, test)]
+    return Splits(*parts)
+
+
+def _centres(
+    n: int, num_features: int, num_classes: int, seed: int, noise: float
+) -> tuple[np.random.Generator, np.ndarray]:
+    index("n", n, 1)
     num_features = index("num_features", num_features, 1)
     num_classes = index("num_classes", num_classes, 2)
     seed = index("seed", seed, 0)
@@ -306,8 +346,12 @@ def synthetic_classification(
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((num_classes, num_features))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    y = rng.permutation(np.arange(n) % num_classes)
-    x = centres[y] + noise * rng.standard_normal((n, num_features))
+    return rng, centres
+
+
+def _blobs(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float) -> Split:
+    y = rng.permutation(np.arange(n) % len(centres))
+    x = centres[y] + noise * rng.standard_normal((n, centres.shape[1]))
     return Split(x.astype(np.float32), y.astype(np.int32))
 
 

@@ -382,7 +382,7 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
         if longest >= max_consecutive_skips:
             raise NonFiniteError(
                 f"{longest} consecutive updates had a non-finite loss or gradient (epoch "
-                f"{int(state.epoch)}, step {int(state.step)}); the model holds the last "
+                f"{int(state.epoch) + 1}, step {int(state.step)}); the model holds the last "
                 "finite state. Lower the learning rate or clip gradients.",
                 state,
             )

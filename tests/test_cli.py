@@ -16,8 +16,75 @@ def test_help_lists_every_option(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--data", "--hidden", "--activation", "--batch-norm", "--optimizer", "--lr",
-                   "--schedule", "--epochs", "--checkpoint-dir", "--clipnorm", "--patience"):
+                   "--schedule", "--epochs", "--checkpoint-dir", "--clipnorm", "--patience",
+                   "--boundaries", "--values", "--factor", "--plateau-patience",
+                   "--no-compilation-cache"):
         assert option in text
+    # The schedules' settings show their defaults.
+    text = " ".join(text.split())
+    assert "default: 5 15" in text and "default: 0.5" in text and "default: 20" in text
+
+
+def test_version(capsys):
+    import stablejax
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"stablejax {stablejax.__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--lr", "abc"], "expected a finite number > 0, got 'abc'"),
+        (["train", "--epochs", "two"], "expected an integer >= 1, got 'two'"),
+        (["train", "--seed", "-3"], "expected an integer >= 0, got '-3'"),
+        (["train", "--schedule", "plateau", "--factor", "2"], "expected a number in (0, 1)"),
+    ],
+)
+def test_bad_numbers_say_what_is_expected(capsys, argv, expected):
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert expected in err and "_positive" not in err and "_natural" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--decay-epochs", "5"], "--decay-epochs only applies with --schedule power or "
+                                  "exponential"),
+        (["--schedule", "piecewise", "--decay-epochs", "5"], "--decay-epochs only applies"),
+        (["--boundaries", "3"], "--boundaries only applies with --schedule piecewise"),
+        (["--schedule", "exponential", "--values", "0.1", "0.01"], "--values only applies"),
+        (["--factor", "0.2"], "--factor only applies with --schedule plateau"),
+        (["--plateau-patience", "3"], "--plateau-patience only applies"),
+        (["--data-dir", "somewhere"], "--data-dir only applies with --data fashion_mnist"),
+        (["--schedule", "piecewise", "--boundaries", "3", "--values", "0.1"],
+         "--values needs one rate more than --boundaries"),
+    ],
+)
+def test_options_that_would_do_nothing_are_errors(capsys, argv, message):
+    assert cli.main(["train", "--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_synthetic_data_validates_on_the_same_problem(capsys):
+    assert cli.main(["train", "--data", "synthetic", "--hidden", "16", "--epochs", "3",
+                     "--lr", "1e-2", "--quiet"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    header = next(r for r in rows if r and r[0] == "epoch")
+    last = next(r for r in rows if r and r[0] == "3")
+    assert float(last[header.index("val_accuracy")]) > 0.9
+
+
+def test_a_diverging_run_is_one_line_with_status_1(capsys):
+    status = cli.main(["train", "--optimizer", "sgd", "--lr", "10", "--epochs", "1", "--quiet"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "consecutive updates" in err and "epoch 1" in err
 
 
 @pytest.mark.parametrize(
@@ -54,10 +121,15 @@ def test_train_runs_prints_table_and_resumes(capsys, tmp_path):
 
     assert cli.main(argv(2)) == 0
     first = capsys.readouterr().out
-    assert "val_accuracy" in first and "test: loss" in first
+    assert "val_accuracy" in first and "test: loss" in first and "resuming" not in first
+    # The same command again says the run is complete and prints its history.
+    assert cli.main(argv(2)) == 0
+    again = capsys.readouterr().out
+    assert "already holds this run, complete (2 of 2 epochs)" in again
     # Asking for 3 epochs resumes after epoch 2: the first two rows are unchanged.
     assert cli.main(argv(3)) == 0
     second = capsys.readouterr().out
+    assert f"resuming from epoch 3 of 3 in {tmp_path / 'run'}" in second
     rows_first = [line for line in first.splitlines() if line.strip().startswith(("1 ", "2 "))]
     rows_second = [line for line in second.splitlines() if line.strip()[:2] in ("1 ", "2 ", "3 ")]
     assert rows_second[:2] == rows_first and len(rows_second) == 3
@@ -76,7 +148,10 @@ def test_checkpoint_of_another_model_exits_2(capsys, tmp_path):
     capsys.readouterr()
     assert cli.main(base + ["--hidden", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "epoch_1" in err
+    # The first line names the checkpoint; the next ones the paths that differ.
+    assert "epoch_1" in err.splitlines()[0]
+    assert "layers/" in err and "expected" in err
+    assert 2 <= err.count("\n") <= 7
 
 
 def test_diagnose_prints_the_table_and_verdict_and_writes_the_figure(capsys, tmp_path):

@@ -354,3 +354,20 @@ def test_num_batches_validation():
         data.num_batches(10, 0)
     with pytest.raises(ValueError, match="n must"):
         data.num_batches(-1, 2)
+
+
+def test_synthetic_splits_share_one_problem():
+    splits = data.synthetic_splits(300, 100, 100, num_features=5, num_classes=3, seed=4,
+                                   noise=0.1)
+    alone = data.synthetic_classification(300, num_features=5, num_classes=3, seed=4,
+                                          noise=0.1)
+    np.testing.assert_array_equal(splits.train.x, alone.x)
+    np.testing.assert_array_equal(splits.train.y, alone.y)
+    # Nearest class mean of the training split classifies the other splits: same centres.
+    means = np.stack([splits.train.x[splits.train.y == k].mean(axis=0) for k in range(3)])
+    for split in (splits.valid, splits.test):
+        nearest = np.argmin(((split.x[:, None] - means) ** 2).sum(-1), axis=1)
+        assert np.mean(nearest == split.y) > 0.95
+    other = data.synthetic_classification(100, num_features=5, num_classes=3, seed=5)
+    nearest = np.argmin(((other.x[:, None] - means) ** 2).sum(-1), axis=1)
+    assert np.mean(nearest == other.y) < 0.8  # another seed is another problem
