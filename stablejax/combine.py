@@ -41,9 +41,9 @@ def switch(
     does; ``first``'s state is kept in the optimizer state but no longer used.
     Extra keyword arguments of ``update`` (say ``value=`` for a
     :func:`stablejax.plateau.reduce_on_plateau` inside a phase) are passed on to the
-    running phase, as ``optax.chain`` passes them. :func:`stablejax.optimizers.current_learning_rate`
-    reads the rate of the phase of the last update,
-    :func:`stablejax.optimizers.set_learning_rate` sets that of the next update.
+    running phase, as ``optax.chain`` passes them.
+    :func:`stablejax.optimizers.current_learning_rate` reads the rate of the phase of the
+    last update, :func:`stablejax.optimizers.set_learning_rate` sets that of the next one.
 
     Args:
       first: the transformation of updates ``0 .. boundary - 1``.

@@ -176,8 +176,12 @@ def _hide_inactive(opt_state: optax.OptState, upcoming: bool) -> optax.OptState:
             return node
         step = int(node.count) if upcoming else max(int(node.count) - 1, 0)
         if step < int(node.boundary):
-            return node._replace(first=_hide_inactive(node.first, upcoming), then=_Hidden(node.then))
-        return node._replace(first=_Hidden(node.first), then=_hide_inactive(node.then, upcoming))
+            return node._replace(
+                first=_hide_inactive(node.first, upcoming), then=_Hidden(node.then)
+            )
+        return node._replace(
+            first=_Hidden(node.first), then=_hide_inactive(node.then, upcoming)
+        )
 
     return jax.tree.map(resolve, opt_state, is_leaf=is_switch)
 
