@@ -404,3 +404,53 @@ def test_set_learning_rate_sets_the_outer_injected_rate():
 def test_set_learning_rate_refuses(tx, message):
     with pytest.raises(ValueError, match=message):
         optimizers.set_learning_rate(tx.init(jnp.zeros(3)), 0.5)
+
+
+# Gradients from near epsilon's scale to float16's largest squares: |g| = 300 squares to
+# 9e4, above float16's maximum 65504.
+HALF_GRADS = [1e-2, -0.5, 3.0, -300.0, 6e4]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_first_adam_update_of_half_parameters_is_lr_times_the_sign(dtype):
+    # First Adam step: lr * sqrt(1 - b2) / (1 - b1) * 0.1 g / (sqrt(0.001) |g| + eps), which
+    # is lr * sign(g) to 3e-4 relative for |g| >= 1e-2. It was -0.265 for lr 1e-3 when the
+    # moments were kept in float16.
+    params = jnp.asarray(HALF_GRADS, dtype)
+    tx = optimizers.adam(1e-3)
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert updates.dtype == dtype
+    expected = np.asarray(-1e-3 * np.sign(HALF_GRADS), dtype)
+    np.testing.assert_allclose(np.asarray(updates, np.float32), expected.astype(np.float32),
+                               rtol=float(jnp.finfo(dtype).eps))
+
+
+ALIASES = {
+    "momentum": lambda: optimizers.sgd(1e-3, momentum=0.9),
+    "adagrad": lambda: optimizers.adagrad(1e-3),
+    "rmsprop": lambda: optimizers.rmsprop(1e-3),
+    "adam": lambda: optimizers.adam(1e-3),
+    "nadam": lambda: optimizers.nadam(1e-3),
+}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("name", list(ALIASES))
+def test_half_parameters_follow_the_float32_trajectory(name, dtype):
+    # Three updates of half-precision parameters equal the float32 updates (checked against
+    # Keras's vectors above) rounded to the parameter's dtype. The half update is rounded
+    # twice (before and after the learning rate, eps/2 each), the reference once (eps/2):
+    # they differ by at most 1.5 eps relative, or one subnormal step for float16 updates
+    # below its smallest normal number, 6.1e-5.
+    grads = jnp.asarray(HALF_GRADS, jnp.float32)
+    tx = ALIASES[name]()
+    state16, state32 = tx.init(grads.astype(dtype)), tx.init(grads)
+    for factor in (1.0, -0.5, 0.25):  # within float16's range
+        g = grads * factor
+        u16, state16 = tx.update(g.astype(dtype), state16)
+        u32, state32 = tx.update(g.astype(dtype).astype(jnp.float32), state32)
+        assert u16.dtype == dtype and bool(jnp.all(jnp.isfinite(u16)))
+        np.testing.assert_allclose(np.asarray(u16, np.float32),
+                                   np.asarray(u32.astype(dtype), np.float32),
+                                   rtol=1.5 * float(jnp.finfo(dtype).eps),
+                                   atol=float(jnp.finfo(dtype).smallest_subnormal))
