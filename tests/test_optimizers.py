@@ -454,3 +454,33 @@ def test_half_parameters_follow_the_float32_trajectory(name, dtype):
                                    np.asarray(u32.astype(dtype), np.float32),
                                    rtol=1.5 * float(jnp.finfo(dtype).eps),
                                    atol=float(jnp.finfo(dtype).smallest_subnormal))
+
+
+def test_set_learning_rate_sets_the_phase_of_the_next_update_of_a_switch():
+    tx = switch(optimizers.sgd(0.1), optimizers.sgd(0.01, momentum=0.9), boundary=2)
+    w = jnp.asarray(W0, jnp.float32)
+    state = tx.init(w)
+    # What LearningRateScheduler.init does: read the rate and set it back.
+    state = optimizers.set_learning_rate(state, optimizers.current_learning_rate(state))
+    state = optimizers.set_learning_rate(state, 0.5)
+    updates = []
+    for rate in (None, None, 0.05):  # before update 2 (the first of `then`) set 0.05
+        if rate is not None:
+            state = optimizers.set_learning_rate(state, rate)
+        u, state = tx.update(2 * w, state, w)
+        updates.append(np.asarray(u))
+    # updates 0, 1: first phase at 0.5; update 2: `then` at 0.05 (fresh velocity).
+    for u, rate in zip(updates, (0.5, 0.5, 0.05), strict=True):
+        np.testing.assert_allclose(u, -rate * 2 * W0, rtol=1e-6)
+    assert float(optimizers.current_learning_rate(state)) == pytest.approx(0.05)
+    assert float(state.first.hyperparams["learning_rate"]) == pytest.approx(0.5)
+
+
+def test_set_learning_rate_in_a_switch_refuses_a_scheduled_next_phase():
+    tx = switch(optimizers.sgd(0.1), optimizers.sgd(lambda s: 0.01), boundary=0)
+    with pytest.raises(ValueError, match="follows a schedule"):
+        optimizers.set_learning_rate(tx.init(jnp.zeros(3)), 0.5)
+    # The first phase has a constant rate and runs next: it can be set.
+    tx = switch(optimizers.sgd(0.1), optimizers.sgd(lambda s: 0.01), boundary=1)
+    state = optimizers.set_learning_rate(tx.init(jnp.zeros(3)), 0.5)
+    assert float(optimizers.current_learning_rate(state)) == 0.5
