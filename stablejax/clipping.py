@@ -154,6 +154,6 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
         leaves, treedef = jax.tree.flatten(updates)
         clipped, r = _clip(global_clipnorm, leaves)
         # `r - r` is NaN when the norm is not finite: Keras's way to poison the step.
-        return treedef.unflatten([(g + (r - r)).astype(g.dtype) for g in clipped])
+        return jax.tree.unflatten(treedef, [(g + (r - r)).astype(g.dtype) for g in clipped])
 
     return optax.stateless(clip)

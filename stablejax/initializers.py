@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,8 @@ from stablejax._checks import index, positive
 
 Initializer = Callable[..., jax.Array]
 
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["truncated_normal", "normal", "uniform"]
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
@@ -140,17 +142,18 @@ def variance_scaling(
       ``init(key, shape, dtype=jnp.float32)``; a ``dtype`` that is not floating point
       raises ``ValueError``.
     """
-    positive("scale", scale)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    positive("scale", scale)
+    checked_mode, checked_distribution = cast(Mode, mode), cast(Distribution, distribution)
     kernel = jax.nn.initializers.variance_scaling(
-        float(scale), mode, distribution, in_axis, out_axis, batch_axis
+        float(scale), checked_mode, checked_distribution, in_axis, out_axis, batch_axis
     )
     # Keras's rank-0 and rank-1 fans are JAX's with no in, out or batch axis.
     vector = jax.nn.initializers.variance_scaling(
-        float(scale), mode, distribution, (), (), ()
+        float(scale), checked_mode, checked_distribution, (), (), ()
     )
 
     def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:

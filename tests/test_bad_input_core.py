@@ -16,8 +16,17 @@ import optax
 import pytest
 
 import stablejax as sj
-from stablejax import activations, clipping, combine, guard, initializers, losses, plateau
-from stablejax import schedules, transforms
+from stablejax import (
+    activations,
+    clipping,
+    combine,
+    guard,
+    initializers,
+    losses,
+    plateau,
+    schedules,
+    transforms,
+)
 
 KEY = jax.random.key(0)
 X = jnp.arange(-3.0, 3.0)
