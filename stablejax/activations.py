@@ -4,40 +4,57 @@ All are pure elementwise functions, safe under ``jit``, ``vmap`` and ``grad``, a
 the input's dtype (float32, bfloat16, float16). Their gradients are finite everywhere,
 including at large negative inputs to ELU and SELU and exactly at 0.
 
+Inputs must be floating point, except for :func:`relu` and :func:`linear`, which are
+exact on integers and return them unchanged in dtype. The others raise ``ValueError``
+naming ``x`` and its dtype for an integer or boolean input: kept in the input's dtype
+their results would be truncated (``elu(jnp.arange(-3, 3))`` gave int32 zeros for the
+negative inputs). Cast first: ``x.astype(jnp.float32)``. Hyperparameters (slopes,
+``alpha``) are numbers checked when the function is called; a traced one is not.
+
 Order of preference for deep dense stacks, from the classic recipe:
 ``selu > elu > leaky_relu and variants > tanh > sigmoid``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from stablejax._checks import concrete, non_negative
 
 # Full precision, as jax.nn.selu and PyTorch (Keras's docstring rounds them).
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _check_slope(name: str, value: float) -> None:
-    if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+def _floating(name: str, x: jax.typing.ArrayLike) -> jax.Array:
+    """``x`` as an array, after checking that its dtype is floating point."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} needs a floating-point x, got dtype {x.dtype}; cast it first, "
+            "e.g. x.astype(jnp.float32)"
+        )
+    return x
 
 
 def sigmoid(x: jax.Array) -> jax.Array:
     """Logistic sigmoid ``1 / (1 + exp(-x))``; saturates, derivative at most 0.25 (at 0)."""
-    return jax.nn.sigmoid(x)
+    return jax.nn.sigmoid(_floating("sigmoid", x))
 
 
 def tanh(x: jax.Array) -> jax.Array:
     """Hyperbolic tangent; saturates at +-1, derivative at most 1 (at 0)."""
-    return jnp.tanh(x)
+    return jnp.tanh(_floating("tanh", x))
 
 
 def relu(x: jax.Array) -> jax.Array:
-    """Rectified linear unit ``max(0, x)``; does not saturate for x > 0 but can "die"."""
+    """Rectified linear unit ``max(0, x)``; does not saturate for x > 0 but can "die".
+
+    Exact on integer inputs too, whose dtype it keeps.
+    """
     return jax.nn.relu(x)
 
 
@@ -45,7 +62,8 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
     """Leaky ReLU: ``x`` if ``x >= 0`` else ``negative_slope * x``.
 
     Default 0.2 as Keras's function ``keras.activations.leaky_relu`` and the classic
-    recipe's ``LeakyReLU(alpha=0.2)``.
+    recipe's ``LeakyReLU(alpha=0.2)``. ``negative_slope`` must be a finite number >= 0;
+    ``x`` must be floating point.
 
     Warning:
       The default slope differs between libraries: Keras's *layer* ``LeakyReLU`` uses 0.3,
@@ -54,7 +72,8 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
     Reference: Maas et al. (2013), "Rectifier Nonlinearities Improve Neural Network
     Acoustic Models".
     """
-    _check_slope("negative_slope", negative_slope)
+    non_negative("negative_slope", negative_slope)
+    x = _floating("leaky_relu", x)
     return jnp.where(x >= 0, x, (negative_slope * x).astype(x.dtype))
 
 
@@ -63,11 +82,12 @@ def prelu(x: jax.Array, alpha: jax.Array) -> jax.Array:
 
     ``alpha`` broadcasts against ``x``: shape ``x.shape[1:]`` gives one slope per element
     of a sample (Keras's default), shape ``(channels,)`` one per channel of a
-    channels-last input, a scalar one for all. The result has ``x``'s dtype.
+    channels-last input, a scalar one for all. The result has ``x``'s dtype, which must be
+    floating point.
 
     Reference: He et al. (2015), "Delving Deep into Rectifiers".
     """
-    alpha = jnp.asarray(alpha)
+    x, alpha = _floating("prelu", x), jnp.asarray(alpha)
     return jnp.where(x > 0, x, (alpha * x).astype(x.dtype))
 
 
@@ -84,15 +104,18 @@ def rrelu(
     - Inference (``key=None``): the mean slope ``a = (lower + upper) / 2``
       (11/48 with the defaults).
 
-    Defaults as PyTorch's ``nn.RReLU`` (Keras has no RReLU).
+    Defaults as PyTorch's ``nn.RReLU`` (Keras has no RReLU). ``lower`` and ``upper`` must
+    be finite numbers with ``0 <= lower <= upper``; ``x`` must be floating point.
 
     Reference: Xu et al. (2015), "Empirical Evaluation of Rectified Activations in
     Convolutional Network".
     """
-    _check_slope("lower", lower)
-    _check_slope("upper", upper)
-    if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
+    non_negative("lower", lower)
+    non_negative("upper", upper)
+    low, high = concrete("lower", lower, ""), concrete("upper", upper, "")
+    if low is not None and high is not None and low > high:
         raise ValueError(f"lower must be <= upper, got lower={lower!r} > upper={upper!r}")
+    x = _floating("rrelu", x)
     if key is None:
         slope = jnp.asarray((lower + upper) / 2.0, x.dtype)
     else:
@@ -105,12 +128,13 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
 
     Tends to ``-alpha`` for large negative inputs; the gradient there is finite
     (``alpha * exp(x)``, exactly 0 once it underflows). Default ``alpha = 1`` as Keras,
-    PyTorch and JAX.
+    PyTorch and JAX. ``alpha`` must be a finite number >= 0; ``x`` must be floating point.
 
     Reference: Clevert et al. (2016), "Fast and Accurate Deep Network Learning by
     Exponential Linear Units (ELUs)".
     """
-    _check_slope("alpha", alpha)
+    non_negative("alpha", alpha)
+    x = _floating("elu", x)
     # expm1 on min(x, 0) keeps the unused branch finite, so its gradient never is NaN.
     negative = (alpha * jnp.expm1(jnp.minimum(x, 0))).astype(x.dtype)
     return jnp.where(x > 0, x, negative)
@@ -122,22 +146,23 @@ def selu(x: jax.Array) -> jax.Array:
     ``alpha = 1.6732632423543772848170429916717`` and
     ``scale = 1.0507009873554804934193349852946`` (full precision, as ``jax.nn.selu``
     and PyTorch). Self-normalisation needs LeCun-normal weights, standardised inputs
-    and a plain sequential dense stack.
+    and a plain sequential dense stack. ``x`` must be floating point.
 
     Reference: Klambauer et al. (2017), "Self-Normalizing Neural Networks".
     """
+    x = _floating("selu", x)
     negative = SELU_ALPHA * jnp.expm1(jnp.minimum(x, 0))
     return (SELU_SCALE * jnp.where(x > 0, x, negative)).astype(x.dtype)
 
 
 def linear(x: jax.Array) -> jax.Array:
-    """Identity (no activation)."""
+    """Identity (no activation); any dtype."""
     return x
 
 
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Softmax over ``axis``: ``exp(x) / sum(exp(x))``, computed stably."""
-    return jax.nn.softmax(x, axis=axis)
+    """Softmax over ``axis``: ``exp(x) / sum(exp(x))``, computed stably; ``x`` floating point."""
+    return jax.nn.softmax(_floating("softmax", x), axis=axis)
 
 
 _BY_NAME: dict[str, Callable[..., jax.Array]] = {

@@ -1,31 +1,67 @@
 """Gradient clipping as Keras computes it.
 
 Clipping goes first in a chain, on the raw gradients, as Keras clips them before the
-optimizer's update. Norms are summed in float32 (float64 for float64 leaves) and the
-clipped gradients keep their dtype. The three rules are those of Pascanu, Mikolov and
-Bengio, "On the difficulty of training recurrent neural networks", ICML 2013.
+optimizer's update. Norms are computed in float32 (float64 for float64 leaves) and the
+clipped gradients keep their dtype.
+
+The three rules are those of Pascanu, Mikolov and Bengio, "On the difficulty of training
+recurrent neural networks", ICML 2013.
+
+A norm is computed in units of ``s``, the power of two just above ``max|g|``, as
+``||g|| = s * r`` with ``r = sqrt(sum((g / s)**2))``, and a clipped gradient
+``g * c / ||g||`` as ``(g / s) * (c / r)``: neither the sum of squares, nor the norm, nor
+the factor (which can be below float32's smallest normal number) is formed, so nothing
+overflows or underflows for finite gradients. The plain sum of squares exceeds float32's
+range (3.4e38) once an element reaches about 1.8e19, which made a clipped update NaN
+(``global_clipnorm``) or 0 (``clipnorm``). Dividing by a power of two is exact, so for
+ordinary gradients ``r`` is the plain sum's square root scaled, to float32 rounding.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax._checks import check_range
+from stablejax._checks import positive
 
 __all__ = ["clip_by_global_norm", "clip_by_norm", "clip_by_value"]
 
 
 def _check_threshold(name: str, value: float) -> None:
-    check_range(name, value, 0, math.inf, low_open=True, high_open=True)
+    positive(name, value)
 
 
-def _sum_of_squares(x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    return jnp.sum(jnp.square(x))
+def _clip(c: float, leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array]:
+    """``(clipped, r)``: ``leaves`` scaled by ``min(1, c / n)`` for their joint L2 norm ``n``.
+
+    With ``s = 2**e`` for ``max|g| = f * 2**e``, ``0.5 <= f < 1`` (``s = 1`` when the
+    maximum is 0 or not finite) and ``r = sqrt(sum((g / s)**2))``, ``n = s * r`` and a
+    clipped leaf is ``(g / s) * (c / r)``: every ``|g / s| < 1``, so nothing overflows.
+    ``e`` is clamped so that ``s`` and ``1 / s`` are normal numbers (XLA divides by a
+    scalar by multiplying with its reciprocal, which would flush to zero). A zero tree
+    is returned unchanged; an infinite or NaN element gives an infinite or NaN ``r``,
+    returned for the caller to act on. Computed in float32 (float64 if a leaf is); each
+    clipped leaf keeps its dtype.
+    """
+    dtype = functools.reduce(jnp.promote_types, [x.dtype for x in leaves], jnp.float32)
+    wide = [x.astype(dtype) for x in leaves]
+    m = functools.reduce(
+        jnp.maximum, [jnp.max(jnp.abs(x), initial=0) for x in wide], jnp.zeros([], dtype)
+    )
+    _, e = jnp.frexp(jnp.where((m > 0) & jnp.isfinite(m), m, 1))
+    info = jnp.finfo(dtype)
+    s = jnp.ldexp(jnp.ones([], dtype), jnp.clip(e, info.minexp + 2, info.maxexp - 2))
+    r = jnp.sqrt(sum((jnp.sum(jnp.square(x / s)) for x in wide), jnp.zeros([], dtype)))
+    # n <= c, written so that a NaN r clips (to NaN), as Keras's max(n, c) does.
+    keep = c / s >= r
+    clipped = [
+        jnp.where(keep, x, (x / s) * (c / r)).astype(g.dtype)
+        for g, x in zip(leaves, wide, strict=True)
+    ]
+    return clipped, r
 
 
 def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
@@ -53,7 +89,10 @@ def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
 def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
     """Clips each gradient tensor by its own L2 norm, Keras's ``clipnorm=c``::
 
-        g <- g * c / max(||g||_2, c)         (per tensor; a zero gradient stays zero)
+        g <- g * min(1, c / ||g||_2)          (per tensor; a zero gradient stays zero)
+
+    The norm is computed without overflow for any finite gradient (see the module
+    docstring), so a huge finite gradient is clipped to norm ``c``.
 
     Args:
       clipnorm: the largest L2 norm ``c`` of each tensor, > 0. Required.
@@ -74,8 +113,8 @@ def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
     _check_threshold("clipnorm", clipnorm)
 
     def clip(g):
-        norm = jnp.sqrt(_sum_of_squares(g))
-        return (g * clipnorm / jnp.maximum(norm, clipnorm)).astype(g.dtype)
+        [clipped], _ = _clip(clipnorm, [g])
+        return clipped
 
     return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
 
@@ -84,18 +123,22 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
     """Rescales the whole tree so its global L2 norm is at most ``c``, as Keras computes it::
 
         n = sqrt(sum_i ||g_i||_2**2)
-        g_i <- g_i * c * min(1/n, 1/c)
+        g_i <- g_i * min(1, c / n)
 
     There is no epsilon: a zero norm leaves the gradients unchanged, a non-finite norm
-    makes every gradient NaN (as in Keras).
+    (from an infinite or NaN gradient) makes every gradient NaN (as in Keras). The norm
+    is computed without overflow for finite gradients (see the module docstring), so a
+    huge finite gradient is clipped to norm ``c``.
 
     Args:
       global_clipnorm: the largest global norm ``c``, > 0. Required.
 
     Warning:
-      ``optax.clip_by_global_norm`` computes ``g`` if ``n < c`` else ``g * c / n``, equal
-      up to rounding; PyTorch's ``clip_grad_norm_`` uses ``c / (n + 1e-6)`` clamped to at
-      most 1, which shrinks the gradient slightly even below the threshold.
+      Keras computes ``g * c * min(1/n, 1/c)`` and ``optax.clip_by_global_norm`` ``g`` if
+      ``n < c`` else ``g * c / n``, equal up to rounding (but both overflow to a NaN
+      update once the sum of squares leaves float32's range); PyTorch's
+      ``clip_grad_norm_`` uses ``c / (n + 1e-6)`` clamped to at most 1, which shrinks the
+      gradient slightly even below the threshold.
 
     Example:
       >>> import jax.numpy as jnp
@@ -108,9 +151,9 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
 
     def clip(updates, params):
         del params
-        norm = jnp.sqrt(sum(_sum_of_squares(g) for g in jax.tree.leaves(updates)))
-        # `norm - norm` is NaN when the norm is not finite: Keras's way to poison the step.
-        scale = global_clipnorm * jnp.minimum(1 / norm, 1 / global_clipnorm) + (norm - norm)
-        return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
+        leaves, treedef = jax.tree.flatten(updates)
+        clipped, r = _clip(global_clipnorm, leaves)
+        # `r - r` is NaN when the norm is not finite: Keras's way to poison the step.
+        return jax.tree.unflatten(treedef, [(g + (r - r)).astype(g.dtype) for g in clipped])
 
     return optax.stateless(clip)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stablejax._checks import index
+
 __all__ = ["SwitchState", "switch"]
 
 
@@ -28,7 +30,7 @@ def switch(
     first: optax.GradientTransformation,
     then: optax.GradientTransformation,
     boundary: int,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """Runs ``first`` for the first ``boundary`` updates, ``then`` afterwards::
 
         update t (0-based) = first.update(...)  if t < boundary  else  then.update(...)
@@ -37,13 +39,17 @@ def switch(
     nothing is recompiled at the switch. ``then``'s state starts fresh at the switch
     (it is initialised at the start and untouched until then), as a Keras recompile
     does; ``first``'s state is kept in the optimizer state but no longer used.
+    Extra keyword arguments of ``update`` (say ``value=`` for a
+    :func:`stablejax.plateau.reduce_on_plateau` inside a phase) are passed on to the
+    running phase, as ``optax.chain`` passes them.
     :func:`stablejax.optimizers.current_learning_rate` reads the rate of the phase of the
-    last update.
+    last update, :func:`stablejax.optimizers.set_learning_rate` sets that of the next one.
 
     Args:
       first: the transformation of updates ``0 .. boundary - 1``.
       then: the transformation of the updates after those.
-      boundary: how many updates ``first`` runs, an integer >= 0. Required.
+      boundary: how many updates ``first`` runs, an integer >= 0 (a Python or NumPy
+        integer). Required.
 
     Warning:
       ``optax.transforms.conditionally_transform`` runs or skips one transformation by
@@ -64,8 +70,9 @@ def switch(
       [-0.2]
       [-0.2]
     """
-    if not (isinstance(boundary, int) and boundary >= 0):
-        raise ValueError(f"boundary must be an integer >= 0, got {boundary!r}")
+    boundary = index("boundary", boundary, 0)
+    first = optax.with_extra_args_support(first)
+    then = optax.with_extra_args_support(then)
 
     def init_fn(params):
         return SwitchState(
@@ -75,13 +82,13 @@ def switch(
             then.init(params),
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
         def run_first(_):
-            new, inner = first.update(updates, state.first, params)
+            new, inner = first.update(updates, state.first, params, **extra_args)
             return new, inner, state.then
 
         def run_then(_):
-            new, inner = then.update(updates, state.then, params)
+            new, inner = then.update(updates, state.then, params, **extra_args)
             return new, state.first, inner
 
         new, first_state, then_state = jax.lax.cond(
@@ -90,4 +97,4 @@ def switch(
         count = optax.safe_increment(state.count)
         return new, SwitchState(count, state.boundary, first_state, then_state)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

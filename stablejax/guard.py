@@ -53,7 +53,8 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
         updates, inner_state = inner.update(g, inner_state) if finite else (0, inner_state)
 
     Args:
-      inner: the transformation to guard, e.g. ``stablejax.optimizers.adam()``. Required.
+      inner: the transformation to guard, e.g. ``stablejax.optimizers.adam()``, an
+        ``optax.GradientTransformation``; anything else raises ``TypeError``. Required.
 
     Warning:
       ``optax.apply_if_finite(inner, max_consecutive_errors)`` does the same until
@@ -74,6 +75,8 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
       >>> print(updates, int(state.skipped), int(state.consecutive))
       [-0.5 -1. ] 1 0
     """
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(f"inner must be an optax.GradientTransformation, got {inner!r}")
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):

@@ -2,6 +2,8 @@
 
 Every initialiser has the signature of ``jax.nn.initializers``: ``init(key, shape,
 dtype=jnp.float32) -> jax.Array``, so it drops into ``flax.nnx.Linear(kernel_init=...)``.
+``dtype`` must be a floating-point dtype: an integer one would truncate every weight
+(most to 0), so it raises ``ValueError`` naming ``dtype``.
 
 The rule behind all of them: draw weights with mean 0 and **variance** ``scale / fan``
 so that the variance of a layer's outputs (forward) and of its gradients (backward)
@@ -21,16 +23,19 @@ Klambauer et al. (2017), "Self-Normalizing Neural Networks".
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from stablejax._checks import index, positive
+
 Initializer = Callable[..., jax.Array]
 
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["truncated_normal", "normal", "uniform"]
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
@@ -62,9 +67,7 @@ def compute_fans(
         >>> compute_fans((3, 3, 16, 32))  # a 3x3 convolution, 16 -> 32 channels
         (144.0, 288.0)
     """
-    shape = tuple(int(d) for d in shape)
-    if any(d < 0 for d in shape):
-        raise ValueError(f"shape must have non-negative dimensions, got {shape}")
+    shape = tuple(index(f"shape[{i}]", d, 0) for i, d in enumerate(shape))
     if len(shape) == 0:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -130,29 +133,34 @@ def variance_scaling(
       the variance and the distribution's tails).
 
     Args:
-      scale: positive variance multiplier (1 for Glorot and LeCun, 2 for He).
+      scale: variance multiplier, a finite number > 0 (1 for Glorot and LeCun, 2 for He).
       mode: one of ``"fan_in"``, ``"fan_out"``, ``"fan_avg"``.
       distribution: one of ``"truncated_normal"``, ``"normal"``, ``"uniform"``.
       in_axis, out_axis, batch_axis: as in :func:`compute_fans`.
 
     Returns:
-      ``init(key, shape, dtype=jnp.float32)``.
+      ``init(key, shape, dtype=jnp.float32)``; a ``dtype`` that is not floating point
+      raises ``ValueError``.
     """
-    if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    positive("scale", scale)
+    checked_mode, checked_distribution = cast(Mode, mode), cast(Distribution, distribution)
     kernel = jax.nn.initializers.variance_scaling(
-        float(scale), mode, distribution, in_axis, out_axis, batch_axis
+        float(scale), checked_mode, checked_distribution, in_axis, out_axis, batch_axis
     )
     # Keras's rank-0 and rank-1 fans are JAX's with no in, out or batch axis.
     vector = jax.nn.initializers.variance_scaling(
-        float(scale), mode, distribution, (), (), ()
+        float(scale), checked_mode, checked_distribution, (), (), ()
     )
 
     def init(key: jax.Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> jax.Array:
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"dtype must be a floating-point dtype (float32, bfloat16, ...), got {dtype!r}"
+            )
         shape = tuple(shape)
         compute_fans(shape, in_axis, out_axis, batch_axis)  # checks the shape and axes
         if math.prod(shape) == 0:

@@ -10,12 +10,15 @@ cross-entropy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
+
+from stablejax._checks import check_range
 
 # Keras's backend epsilon, used to clip probabilities away from 0 and 1.
 EPSILON = 1e-7
@@ -169,12 +172,14 @@ def sparse_categorical_accuracy(outputs: ArrayLike, labels: ArrayLike) -> jax.Ar
 def binary_accuracy(outputs: ArrayLike, targets: ArrayLike, threshold: float = 0.5) -> jax.Array:
     """Fraction of samples with ``(output > threshold) == target`` (Keras's threshold 0.5).
 
-    For a logits model use ``threshold=0.0``.
+    For a logits model use ``threshold=0.0``. ``threshold`` must be a finite number (a
+    traced one is not checked).
 
     Example:
       >>> binary_accuracy(jnp.array([[0.2], [0.7], [0.5]]), jnp.array([0, 1, 1]))
       Array(0.6666667, dtype=float32)
     """
+    check_range("threshold", threshold, -math.inf, math.inf, low_open=True, high_open=True)
     targets = jnp.asarray(targets)
     predicted = jnp.asarray(outputs).reshape(targets.shape) > threshold
     return jnp.mean((predicted == (targets > 0.5)).astype(jnp.float32))

@@ -26,18 +26,17 @@ Keyword-only options shared by every alias:
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from optax import tree_utils
 
 from stablejax import clipping, transforms
-from stablejax._checks import check_range
+from stablejax._checks import check_range, non_negative
 from stablejax.combine import SwitchState
 from stablejax.plateau import plateau_scale
 
@@ -93,8 +92,9 @@ def _scale_by_learning_rate(learning_rate: jax.Array) -> optax.GradientTransform
 
 
 def _is_zero(value: Any) -> bool:
-    """True only for a Python or numpy zero; an array may change later (inject_hyperparams)."""
-    return isinstance(value, numbers.Real) and value == 0
+    """True only for a Python or NumPy scalar zero; an array may change later
+    (``inject_hyperparams``). ``value`` must have been checked to be a number."""
+    return not isinstance(value, jax.Array | np.ndarray) and float(value) == 0
 
 
 def _momentum(momentum: float, nesterov: bool = False) -> optax.GradientTransformation:
@@ -104,6 +104,7 @@ def _momentum(momentum: float, nesterov: bool = False) -> optax.GradientTransfor
     kept (momentum 0 computes the same as none) so that the state's structure cannot
     depend on its value.
     """
+    check_range("momentum", momentum, 0, 1)
     if _is_zero(momentum) and not nesterov:
         return optax.identity()
     return transforms.scale_by_momentum(momentum, nesterov)
@@ -127,8 +128,8 @@ def _keras(
     """
     clip = _clip(clipvalue, clipnorm, global_clipnorm)
     if not callable(learning_rate):
-        check_range("learning_rate", learning_rate, 0, math.inf, high_open=True)
-    check_range("decay", decay, 0, math.inf, high_open=True)
+        non_negative("learning_rate", learning_rate)
+    non_negative("decay", decay)
     rate = learning_rate
     # An array rate or decay comes from an outer `optax.inject_hyperparams`, which calls the
     # alias again with new values at every update; stored as a number, the rate would keep
@@ -151,21 +152,43 @@ def _keras(
     return optax.inject_hyperparams(with_rate)(learning_rate=rate)
 
 
-def _active_phase(opt_state: optax.OptState) -> optax.OptState:
-    """``opt_state`` with each :class:`~stablejax.combine.SwitchState` replaced by its phase.
+class _Hidden:
+    """A phase of a :class:`~stablejax.combine.SwitchState` that is not the active one.
 
-    The phase is the branch of the last update; after ``init``, that of the first update.
-    Reads concrete counts: for reporting, outside ``jit``.
+    Not a pytree node: tree functions see it as one leaf and never look inside.
+    """
+
+    def __init__(self, state: optax.OptState):
+        self.state = state
+
+
+def _hide_inactive(opt_state: optax.OptState, upcoming: bool) -> optax.OptState:
+    """``opt_state`` with the inactive phase of each ``SwitchState`` wrapped in ``_Hidden``.
+
+    The active phase is the branch of the next update (``upcoming=True``: the one a rate
+    set now applies to) or of the last update (after ``init``, of the first update: the
+    one whose rate is reported). Reads concrete counts: outside ``jit``.
     """
     is_switch = lambda x: isinstance(x, SwitchState)
 
     def resolve(node):
         if not is_switch(node):
             return node
-        last = max(int(node.count) - 1, 0)
-        return _active_phase(node.first if last < int(node.boundary) else node.then)
+        step = int(node.count) if upcoming else max(int(node.count) - 1, 0)
+        if step < int(node.boundary):
+            return node._replace(
+                first=_hide_inactive(node.first, upcoming), then=_Hidden(node.then)
+            )
+        return node._replace(
+            first=_Hidden(node.first), then=_hide_inactive(node.then, upcoming)
+        )
 
     return jax.tree.map(resolve, opt_state, is_leaf=is_switch)
+
+
+def _unhide(opt_state: optax.OptState) -> optax.OptState:
+    is_hidden = lambda x: isinstance(x, _Hidden)
+    return jax.tree.map(lambda x: x.state if is_hidden(x) else x, opt_state, is_leaf=is_hidden)
 
 
 def _outermost(field: str) -> Callable[[tuple, Any], bool]:
@@ -210,10 +233,19 @@ def set_learning_rate(
     What Keras's ``optimizer.learning_rate = value`` does, for the state of an alias
     built with a float ``learning_rate`` (or any ``optax.inject_hyperparams`` optimizer
     with a constant one). The next updates use the new rate, in the dtype of the old one.
+    Inside a :func:`stablejax.combine.switch` only the phase that runs the next update is
+    changed (the other keeps its own rate): at the boundary that is the second phase,
+    while :func:`current_learning_rate` still reports the first (the last update's).
+
+    Args:
+      opt_state: the state of the optimizer.
+      learning_rate: the new rate, a finite number >= 0 (a traced value, inside ``jit``,
+        is not checked).
 
     Raises:
-      ValueError: when ``opt_state`` holds no injected learning rate, several, or one
-        that follows a schedule (or ``decay``), which would overwrite it at every update.
+      ValueError: when ``learning_rate`` is negative, infinite or NaN, or ``opt_state``
+        holds no injected learning rate, several, or one that follows a schedule (or
+        ``decay``), which would overwrite it at every update.
 
     Warning:
       ``optax.tree_utils.tree_set(state, learning_rate=...)`` replaces every
@@ -228,17 +260,20 @@ def set_learning_rate(
       >>> print(updates, current_learning_rate(state))
       [-0.5 -1. ] 0.5
     """
-    old = _injected_rate(opt_state)
+    non_negative("learning_rate", learning_rate)
+    active = _hide_inactive(opt_state, upcoming=True)
+    old = _injected_rate(active)
     if tree_utils.tree_get_all_with_path(
-        opt_state, "learning_rate", _outermost("hyperparams_states")
+        active, "learning_rate", _outermost("hyperparams_states")
     ):
         raise ValueError(
             "the learning rate follows a schedule (or decay) and cannot be set; build the "
             "optimizer with a float learning_rate"
         )
-    return tree_utils.tree_set(
-        opt_state, _outermost("hyperparams"), learning_rate=jnp.asarray(learning_rate, old.dtype)
+    new = tree_utils.tree_set(
+        active, _outermost("hyperparams"), learning_rate=jnp.asarray(learning_rate, old.dtype)
     )
+    return _unhide(new)
 
 
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
@@ -266,7 +301,7 @@ def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
       >>> print(current_learning_rate(state))
       0.05
     """
-    active = _active_phase(opt_state)
+    active = _hide_inactive(opt_state, upcoming=False)
     return _injected_rate(active) * plateau_scale(active)
 
 

@@ -19,13 +19,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax._checks import require
+from stablejax._checks import check_range, non_negative, positive, require_int
 
 _MODES = {"min": 1.0, "max": -1.0}
 
 
-def _is_count(v) -> bool:
-    return float(v).is_integer() and v >= 0
+def _is_count(v: float) -> bool:
+    """An integer >= 0 (``4.0`` counts); :mod:`stablejax.stopping` checks its counts with it."""
+    return v.is_integer() and v >= 0
 
 
 def _sign(mode: str) -> float:
@@ -142,15 +143,15 @@ def reduce_on_plateau(
       factor: multiplier of the rate at each reduction, in (0, 1). Default 0.1.
       patience: epochs without improvement before a reduction, an integer in
         [0, inf). Default 10.
-      min_delta: smallest change that counts as an improvement (absolute), in
-        [0, inf). Default 1e-4.
+      min_delta: smallest change that counts as an improvement (absolute), a finite
+        number >= 0. Default 1e-4.
       cooldown: after a reduction, ``cooldown - 1`` epochs are not counted, an
         integer in [0, inf). Default 0.
-      min_lr: floor of ``learning_rate * scale``, in [0, inf). Default 0.0.
+      min_lr: floor of ``learning_rate * scale``, a finite number >= 0. Default 0.0.
       mode: ``"min"`` (a lower value is better, e.g. a loss) or ``"max"`` (e.g. an
         accuracy). Default ``"min"``.
       learning_rate: the rate that ``scale`` multiplies, used only to compare with
-        ``min_lr``, in (0, inf). With the default 1.0, ``min_lr`` is a minimum scale.
+        ``min_lr``, a finite number > 0. With the default 1.0, ``min_lr`` is a minimum scale.
         Given to a ``stablejax`` alias as ``plateau=``, the alias passes its current
         rate to every update (``update(..., learning_rate=)``), so ``min_lr`` is a
         floor on the real rate, as in Keras, and this argument is not needed.
@@ -176,12 +177,12 @@ def reduce_on_plateau(
       Géron, *Hands-On Machine Learning*, ch. 11 (performance scheduling);
       Keras ``keras.callbacks.ReduceLROnPlateau``.
     """
-    require("factor", factor, lambda v: 0 < v < 1, "(0, 1)")
-    require("patience", patience, _is_count, "integers in [0, inf)")
-    require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
-    require("cooldown", cooldown, _is_count, "integers in [0, inf)")
-    require("min_lr", min_lr, lambda v: v >= 0, "[0, inf)")
-    require("learning_rate", learning_rate, lambda v: v > 0, "(0, inf)")
+    check_range("factor", factor, 0, 1, low_open=True, high_open=True)
+    require_int("patience", patience, 0)
+    non_negative("min_delta", min_delta)
+    require_int("cooldown", cooldown, 0)
+    non_negative("min_lr", min_lr)
+    positive("learning_rate", learning_rate)
     sign = _sign(mode)
 
     def hyperparameters():

@@ -10,11 +10,18 @@ integer arrays of any shape, and returns an array of JAX's default float dtype
 Schedules count optimizer *steps* (batches), as Keras 3, Optax and PyTorch's
 ``LambdaLR`` stepped per batch do. :func:`per_epoch` turns a function of the epoch
 (the form used with Keras's ``LearningRateScheduler`` callback) into one.
+
+Every factory checks its numbers when it is called (a Python number, a NumPy scalar or a
+concrete 0-d array; NaN and infinity are refused) and raises ``ValueError`` naming the
+argument; a traced argument cannot be checked. A schedule called with a concrete step
+refuses a negative one; a traced step is not checked. A schedule given as an argument
+(to :func:`warmup`, or :func:`per_epoch` without ``num_epochs``) is a function whose
+values cannot be checked ahead.
 """
 
 from __future__ import annotations
 
-import numbers
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,10 +31,17 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from stablejax._checks import require, require_int
+from stablejax._checks import check_range, is_traced, non_negative, positive, require_int
+
+
+def _check_step(step: ArrayLike) -> None:
+    """Refuses a concrete negative step: schedules take the 0-based update index."""
+    if not is_traced(step) and np.any(np.asarray(step) < 0):
+        raise ValueError(f"step must be >= 0 (the 0-based update index), got {step!r}")
 
 
 def _as_float(step: ArrayLike) -> jax.Array:
+    _check_step(step)
     return jnp.asarray(step, dtype=jnp.result_type(float))
 
 
@@ -81,11 +95,11 @@ def power_decay(
       Darken, Chang & Moody, "Learning rate schedules for faster stochastic
       gradient search", 1992.
     """
-    require("lr0", lr0, lambda v: v > 0, "(0, inf)")
-    require("s", s, lambda v: v > 0, "(0, inf)")
-    require("c", c, lambda v: v > 0, "(0, inf)")
-    require("rate", rate, lambda v: v > 0, "(0, inf)")
-    exact_inverse = isinstance(c, numbers.Real) and c == 1
+    positive("lr0", lr0)
+    positive("s", s)
+    positive("c", c)
+    positive("rate", rate)
+    exact_inverse = not isinstance(c, jax.Array | np.ndarray) and float(c) == 1
 
     def schedule(step: ArrayLike) -> jax.Array:
         p = _as_float(step) / s
@@ -145,9 +159,9 @@ def exponential_decay(
     References:
       Géron, *Hands-On Machine Learning*, ch. 11 (exponential scheduling).
     """
-    require("lr0", lr0, lambda v: v > 0, "(0, inf)")
-    require("s", s, lambda v: v > 0, "(0, inf)")
-    require("rate", rate, lambda v: v > 0, "(0, inf)")
+    positive("lr0", lr0)
+    positive("s", s)
+    positive("rate", rate)
 
     def schedule(step: ArrayLike) -> jax.Array:
         p = _as_float(step) / s
@@ -179,8 +193,8 @@ def piecewise_constant(
     so the value switches *at* each boundary.
 
     Args:
-      boundaries: strictly increasing steps at which the value changes.
-      values: the ``len(boundaries) + 1`` values.
+      boundaries: strictly increasing steps at which the value changes, finite numbers.
+      values: the ``len(boundaries) + 1`` values, finite numbers >= 0.
       inclusive: ``"right"`` (Keras) or ``"left"`` (Optax, PyTorch, the notes).
         Default ``"right"``.
 
@@ -216,6 +230,11 @@ def piecewise_constant(
             f"values={values!r} has {len(values)} entries but must have "
             f"len(boundaries) + 1 = {len(boundaries) + 1}"
         )
+    for i, boundary in enumerate(boundaries):
+        check_range(f"boundaries[{i}]", boundary, -math.inf, math.inf, low_open=True,
+                    high_open=True)
+    for i, value in enumerate(values):
+        non_negative(f"values[{i}]", value)
     if any(not b1 > b0 for b0, b1 in zip(boundaries[:-1], boundaries[1:], strict=True)):
         raise ValueError(f"boundaries={boundaries!r} must be strictly increasing")
     side = "left" if inclusive == "right" else "right"
@@ -253,7 +272,9 @@ def per_epoch(
       (``if epoch < 5: ...``). Steps beyond the last epoch keep its value.
 
     A function that cannot be traced (it branches on the epoch in Python) and no
-    ``num_epochs`` raises ``ValueError`` at construction, saying so.
+    ``num_epochs`` raises ``ValueError`` at construction, saying so. A tabulated value
+    that is negative, infinite or NaN raises ``ValueError`` naming its epoch; a traced
+    function's values cannot be checked ahead.
 
     Args:
       schedule: ``epoch -> learning rate``, with ``epoch`` 0-based.
@@ -293,6 +314,7 @@ def per_epoch(
             ) from error
 
         def traced_schedule(step: ArrayLike) -> jax.Array:
+            _check_step(step)
             epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.int32)
             return jnp.asarray(schedule(epoch), jnp.result_type(float))
 
@@ -300,8 +322,11 @@ def per_epoch(
 
     require_int("num_epochs", num_epochs, 1)
     table = np.asarray([float(np.asarray(schedule(epoch))) for epoch in range(int(num_epochs))])
+    for epoch, value in enumerate(table):
+        non_negative(f"schedule({epoch})", value)
 
     def step_schedule(step: ArrayLike) -> jax.Array:
+        _check_step(step)
         epoch = jnp.asarray(step) // steps_per_epoch
         epoch = jnp.clip(epoch, 0, len(table) - 1).astype(jnp.int32)
         return jnp.asarray(table, jnp.result_type(float))[epoch]
@@ -371,11 +396,11 @@ def one_cycle(
       Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks
       Using Large Learning Rates", 2017 (arXiv:1708.07120).
     """
-    require("max_lr", max_lr, lambda v: v > 0, "(0, inf)")
+    positive("max_lr", max_lr)
     require_int("total_steps", total_steps, 1)
-    require("pct_start", pct_start, lambda v: 0 < v < 1, "(0, 1)")
-    require("div_factor", div_factor, lambda v: v > 0, "(0, inf)")
-    require("final_div_factor", final_div_factor, lambda v: v > 0, "(0, inf)")
+    check_range("pct_start", pct_start, 0, 1, low_open=True, high_open=True)
+    positive("div_factor", div_factor)
+    positive("final_div_factor", final_div_factor)
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(f"anneal_strategy={anneal_strategy!r} must be one of 'cos', 'linear'")
     total_steps = int(total_steps)
@@ -387,7 +412,13 @@ def one_cycle(
             total_steps: 1.0 / (div_factor * final_div_factor),
         },
     )
-    return jnp.vectorize(scalar_schedule)
+    vectorized = jnp.vectorize(scalar_schedule)
+
+    def schedule(step: ArrayLike) -> jax.Array:
+        _check_step(step)
+        return vectorized(step)
+
+    return schedule
 
 
 def warmup(
@@ -410,10 +441,11 @@ def warmup(
     the value the schedule takes next and the curve is continuous.
 
     Args:
-      schedule_or_value: the schedule to warm up into, or a constant rate.
+      schedule_or_value: the schedule to warm up into (a function, whose values cannot
+        be checked ahead), or a constant rate, a finite number >= 0.
       warmup_steps: length :math:`W` of the ramp, an integer in [0, inf); 0 means
         no warm-up.
-      init_value: rate at step 0, in [0, inf). Default 0.0.
+      init_value: rate at step 0, a finite number >= 0. Default 0.0.
       shift: if True (default), the schedule starts *after* the warm-up (its step
         0 is step ``W``), as in ``optax.warmup_cosine_decay_schedule`` and Keras
         ``CosineDecay(warmup_steps=...)``; if False, the warm-up replaces the
@@ -445,12 +477,12 @@ def warmup(
       2017 (gradual warm-up).
     """
     require_int("warmup_steps", warmup_steps, 0)
-    require("init_value", init_value, lambda v: v >= 0, "[0, inf)")
+    non_negative("init_value", init_value)
     warmup_steps = int(warmup_steps)
     if callable(schedule_or_value):
         after = schedule_or_value
     else:
-        require("schedule_or_value", schedule_or_value, lambda v: v >= 0, "[0, inf)")
+        non_negative("schedule_or_value", schedule_or_value)
         constant = schedule_or_value
 
         def after(step: ArrayLike) -> jax.Array:

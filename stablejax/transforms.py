@@ -6,7 +6,11 @@ same name does, without the learning rate: chain it with a learning-rate scaling
 own, which keeps each update's dtype). The one exception is :func:`scale_by_momentum`,
 which Keras applies *after* the learning rate, so it goes after the rate in a chain.
 
-Moments are kept in each parameter's dtype; counts are int32 and saturate. The per-step
+Moments are kept, and each update computed, in the parameter's dtype for float32 and
+float64 parameters, and in float32 for float16 and bfloat16 ones: in half precision the
+default epsilon 1e-7 and the squares of small gradients underflow (Adam's first update
+of a float16 parameter was -0.265 instead of -1) and squares above 256 overflow. The
+update is cast back to the parameter's dtype. Counts are int32 and saturate. The per-step
 scalars (``beta ** t`` and the like) are computed in float32, or float64 when a leaf is
 float64, as Keras computes them in the variable's dtype: float32 results then match
 Keras's float32 numbers to its own rounding.
@@ -15,14 +19,13 @@ Keras's float32 numbers to its own rounding.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax._checks import check_range
+from stablejax._checks import check_range, concrete, positive
 
 __all__ = [
     "ScaleByAdagradState",
@@ -39,7 +42,7 @@ __all__ = [
 
 
 def _check_epsilon(value):
-    check_range("epsilon", value, 0, math.inf, low_open=True, high_open=True)
+    positive("epsilon", value)
 
 
 def _check_same_tree(updates, state_tree, where):
@@ -67,8 +70,13 @@ def _scalar_dtype(tree):
     return jnp.result_type(jnp.float32, *jax.tree.leaves(tree))
 
 
+def _state_dtype(x):
+    """float32 for float16 and bfloat16 leaves, else the leaf's dtype: moments' dtype."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
 def _zeros_like(tree):
-    return jax.tree.map(jnp.zeros_like, tree)
+    return jax.tree.map(lambda x: jnp.zeros_like(x, _state_dtype(x)), tree)
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -92,7 +100,8 @@ def scale_by_momentum(
 
     which is Keras's ``v = momentum * v - lr * g; w = w + v`` (Nesterov:
     ``w = w + momentum * v - lr * g``). The transform is linear, so it works with either
-    sign convention of ``u``. The velocity is kept in each parameter's dtype.
+    sign convention of ``u``. The velocity is kept in each parameter's dtype (float32 for
+    float16 and bfloat16 parameters).
 
     Args:
       momentum: the decay ``momentum`` of the velocity, in [0, 1]. Required.
@@ -110,7 +119,7 @@ def scale_by_momentum(
       learning", ICML 2013.
     """
     check_range("momentum", momentum, 0, 1)
-    if nesterov and isinstance(momentum, numbers.Real) and momentum == 0:
+    if nesterov and concrete("momentum", momentum, "[0, 1]") == 0:
         raise ValueError(f"nesterov=True needs momentum in (0, 1], got momentum={momentum!r}")
 
     def init_fn(params):
@@ -120,11 +129,13 @@ def scale_by_momentum(
         del params
         _check_same_tree(updates, state.velocity, "scale_by_momentum")
         velocity = jax.tree.map(
-            lambda u, v: (momentum * v + u).astype(v.dtype), updates, state.velocity
+            lambda u, v: (momentum * v + u.astype(v.dtype)).astype(v.dtype),
+            updates, state.velocity,
         )
         if nesterov:
             updates = jax.tree.map(
-                lambda u, v: (momentum * v + u).astype(u.dtype), updates, velocity
+                lambda u, v: (momentum * v + u.astype(v.dtype)).astype(u.dtype),
+                updates, velocity,
             )
         else:
             updates = jax.tree.map(lambda u, v: v.astype(u.dtype), updates, velocity)
@@ -147,7 +158,7 @@ def scale_by_adagrad(
         a_t = a_{t-1} + g_t**2                     (a_0 = initial_accumulator_value)
         update_t = g_t / sqrt(a_t + epsilon)
 
-    The accumulator is kept in each parameter's dtype.
+    The accumulator is kept in each parameter's dtype (float32 for float16 and bfloat16).
 
     Args:
       initial_accumulator_value: starting value of ``a``, >= 0. Default 0.1.
@@ -169,17 +180,21 @@ def scale_by_adagrad(
 
     def init_fn(params):
         return ScaleByAdagradState(
-            accumulator=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+            accumulator=jax.tree.map(
+                lambda p: jnp.full_like(p, initial_accumulator_value, _state_dtype(p)), params
+            )
         )
 
     def update_fn(updates, state, params=None):
         del params
         _check_same_tree(updates, state.accumulator, "scale_by_adagrad")
         accumulator = jax.tree.map(
-            lambda g, a: (a + jnp.square(g)).astype(a.dtype), updates, state.accumulator
+            lambda g, a: (a + jnp.square(g.astype(a.dtype))).astype(a.dtype),
+            updates, state.accumulator,
         )
         updates = jax.tree.map(
-            lambda g, a: (g / jnp.sqrt(a + epsilon)).astype(g.dtype), updates, accumulator
+            lambda g, a: (g.astype(a.dtype) / jnp.sqrt(a + epsilon)).astype(g.dtype),
+            updates, accumulator,
         )
         return updates, ScaleByAdagradState(accumulator=accumulator)
 
@@ -205,7 +220,8 @@ def scale_by_rmsprop(
 
     Keras's RMSprop momentum is not part of this transform: it acts on the rescaled step
     with the learning rate inside the buffer, i.e. :func:`scale_by_momentum` placed after
-    ``optax.scale_by_learning_rate``. Moments are kept in each parameter's dtype.
+    ``optax.scale_by_learning_rate``. Moments are kept in each parameter's dtype (float32
+    for float16 and bfloat16 parameters).
 
     Args:
       rho: decay of the moving averages, in [0, 1]. Default 0.9.
@@ -235,22 +251,25 @@ def scale_by_rmsprop(
         del params
         _check_same_tree(updates, state.mean_square, "scale_by_rmsprop")
         mean_square = jax.tree.map(
-            lambda g, s: (rho * s + (1 - rho) * jnp.square(g)).astype(s.dtype),
+            lambda g, s: (rho * s + (1 - rho) * jnp.square(g.astype(s.dtype))).astype(s.dtype),
             updates, state.mean_square,
         )
         if centered:
             mean_gradient = jax.tree.map(
-                lambda g, m: (rho * m + (1 - rho) * g).astype(m.dtype),
+                lambda g, m: (rho * m + (1 - rho) * g.astype(m.dtype)).astype(m.dtype),
                 updates, state.mean_gradient,
             )
             updates = jax.tree.map(
-                lambda g, s, m: (g / jnp.sqrt(s - jnp.square(m) + epsilon)).astype(g.dtype),
+                lambda g, s, m: (
+                    g.astype(s.dtype) / jnp.sqrt(s - jnp.square(m) + epsilon)
+                ).astype(g.dtype),
                 updates, mean_square, mean_gradient,
             )
         else:
             mean_gradient = None
             updates = jax.tree.map(
-                lambda g, s: (g / jnp.sqrt(s + epsilon)).astype(g.dtype), updates, mean_square
+                lambda g, s: (g.astype(s.dtype) / jnp.sqrt(s + epsilon)).astype(g.dtype),
+                updates, mean_square,
             )
         return updates, ScaleByRmspropState(mean_square=mean_square, mean_gradient=mean_gradient)
 
@@ -289,7 +308,8 @@ def scale_by_adam(
         alpha_t = sqrt(1 - beta_2**t) / (1 - beta_1**t)
         update_t = alpha_t * m_t / (sqrt(v_t) + epsilon)
 
-    with ``t = 1, 2, ...`` the update's index. Moments are kept in each parameter's dtype;
+    with ``t = 1, 2, ...`` the update's index. Moments are kept in each parameter's dtype
+    (float32 for float16 and bfloat16 parameters);
     ``beta**t`` is a float32 (float64 for float64 leaves) power, as in Keras.
 
     Args:
@@ -327,10 +347,11 @@ def scale_by_adam(
         count, _, t, b1, b2 = _step_terms(updates, state, beta_1, beta_2, "scale_by_adam")
         alpha = jnp.sqrt(1 - b2**t) / (1 - b1**t)
         mu = jax.tree.map(
-            lambda g, m: (m + (g - m) * (1 - beta_1)).astype(m.dtype), updates, state.mu
+            lambda g, m: (m + (g.astype(m.dtype) - m) * (1 - beta_1)).astype(m.dtype),
+            updates, state.mu,
         )
         nu = jax.tree.map(
-            lambda g, v: (v + (jnp.square(g) - v) * (1 - beta_2)).astype(v.dtype),
+            lambda g, v: (v + (jnp.square(g.astype(v.dtype)) - v) * (1 - beta_2)).astype(v.dtype),
             updates, state.nu,
         )
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
@@ -368,7 +389,8 @@ def scale_by_nadam(
         v_hat = v_t / (1 - beta_2**t)
         update_t = m_hat / (sqrt(v_hat) + epsilon)
 
-    Moments are kept in each parameter's dtype; the product ``P`` is one scalar shared by
+    Moments are kept in each parameter's dtype (float32 for float16 and bfloat16
+    parameters); the product ``P`` is one scalar shared by
     all leaves (as Keras's ``_u_product``), float32 or float64 for float64 parameters.
 
     Args:
@@ -414,13 +436,16 @@ def scale_by_nadam(
         correction_v = 1 - b2**t
         # Unlike its Adam, Keras's Nadam takes 1 - beta from the rounded betas; in float32
         # this cancels most of the rounding of beta_2**t in v_hat.
-        mu = jax.tree.map(lambda g, m: (m + (g - m) * (1 - b1)).astype(m.dtype), updates, state.mu)
+        mu = jax.tree.map(
+            lambda g, m: (m + (g.astype(m.dtype) - m) * (1 - b1)).astype(m.dtype), updates, state.mu
+        )
         nu = jax.tree.map(
-            lambda g, v: (v + (jnp.square(g) - v) * (1 - b2)).astype(v.dtype), updates, state.nu
+            lambda g, v: (v + (jnp.square(g.astype(v.dtype)) - v) * (1 - b2)).astype(v.dtype),
+            updates, state.nu,
         )
         updates = jax.tree.map(
             lambda g, m, v: (
-                (coef_m * m + coef_g * g) / (jnp.sqrt(v / correction_v) + epsilon)
+                (coef_m * m + coef_g * g.astype(m.dtype)) / (jnp.sqrt(v / correction_v) + epsilon)
             ).astype(g.dtype),
             updates, mu, nu,
         )

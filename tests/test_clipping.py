@@ -111,3 +111,55 @@ def test_bfloat16_gradients_stay_bfloat16(tx):
     grads = {"a": jnp.arange(4.0, dtype=jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
     clipped, _ = tx.update(grads, tx.init(grads))
     assert clipped["a"].dtype == jnp.bfloat16 and clipped["b"].dtype == jnp.float32
+
+
+def reference_clip(tree, c, per_tensor):
+    """float64 numpy: g * c / max(norm, c), per tensor or over the whole tree."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)]
+    if per_tensor:
+        return [g * (c / max(np.linalg.norm(g), c)) for g in leaves]
+    norm = np.sqrt(sum(np.sum(np.square(g)) for g in leaves))
+    return [g * (c / max(norm, c)) for g in leaves]
+
+
+# Finite float32 gradients whose sum of squares overflows float32 (> 3.4e38).
+HUGE = [
+    {"a": jnp.full(4, 2e19, jnp.float32), "b": jnp.array([1.0, -3e19], jnp.float32)},
+    {"a": jnp.array([3e38, -3e38], jnp.float32), "b": jnp.zeros(3, jnp.float32)},
+    {"a": jnp.array([2e19], jnp.float32), "b": jnp.array([1e-30, -1.0], jnp.float32)},
+]
+
+
+@pytest.mark.parametrize("per_tensor", [True, False], ids=["clipnorm", "global_clipnorm"])
+@pytest.mark.parametrize("tree", HUGE, ids=["2e19", "max-float", "mixed-scales"])
+def test_huge_finite_gradients_are_clipped_without_overflow(tree, per_tensor):
+    tx = clipping.clip_by_norm(1.0) if per_tensor else clipping.clip_by_global_norm(1.0)
+    clipped, _ = tx.update(tree, optax.EmptyState())
+    for ours, expected in zip(jax.tree.leaves(clipped), reference_clip(tree, 1.0, per_tensor),
+                              strict=True):
+        assert ours.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(ours)))
+        # float32 rounding of the ratio and of the product (atol: float32's smallest normal).
+        np.testing.assert_allclose(ours, expected, rtol=5e-7, atol=1.2e-38)
+    norms = [np.linalg.norm(np.asarray(x, np.float64)) for x in jax.tree.leaves(clipped)]
+    if per_tensor:
+        np.testing.assert_allclose([n for n in norms if n > 0], 1.0, rtol=5e-7)
+    else:
+        np.testing.assert_allclose(np.sqrt(np.sum(np.square(norms))), 1.0, rtol=5e-7)
+
+
+@pytest.mark.parametrize("per_tensor", [True, False], ids=["clipnorm", "global_clipnorm"])
+@pytest.mark.parametrize("seed", range(5))
+def test_ordinary_float32_gradients_match_the_float64_reference(seed, per_tensor):
+    rng = np.random.default_rng(seed)
+    tree = {"a": rng.normal(size=(7, 5)) * 10.0, "b": rng.normal(size=3), "c": np.zeros(2)}
+    tree32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+    tx = clipping.clip_by_norm(1.0) if per_tensor else clipping.clip_by_global_norm(1.0)
+    clipped, _ = tx.update(tree32, optax.EmptyState())
+    for ours, expected in zip(jax.tree.leaves(clipped), reference_clip(tree32, 1.0, per_tensor),
+                              strict=True):
+        np.testing.assert_allclose(ours, expected, rtol=5e-7)
+
+
+def test_an_infinite_gradient_still_gives_nan_per_tensor_as_before():
+    clipped, _ = clipping.clip_by_norm(1.0).update(jnp.array([1.0, jnp.inf]), optax.EmptyState())
+    np.testing.assert_array_equal(clipped, [0.0, np.nan])

@@ -57,3 +57,34 @@ def test_one_program_for_both_phases():
 def test_boundary_must_be_a_nonnegative_integer(boundary):
     with pytest.raises(ValueError, match=r"boundary must be an integer >= 0"):
         combine.switch(optax.identity(), optax.identity(), boundary)
+
+
+def test_extra_arguments_reach_a_plateau_inside_the_running_phase():
+    # patience 0: the first value improves, the second (worse) halves the rate at once,
+    # and passed to `update` the new scale already applies to that update.
+    from stablejax import optimizers
+    from stablejax.plateau import reduce_on_plateau
+
+    first = optimizers.sgd(1.0, plateau=reduce_on_plateau(factor=0.5, patience=0))
+    tx = combine.switch(first, optax.sgd(0.1), boundary=3)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    state = tx.init(jnp.zeros(1))
+    out = []
+    for value in (1.0, 2.0, 3.0, 4.0):
+        updates, state = tx.update(jnp.ones(1), state, value=value)
+        out.append(float(updates[0]))
+    # The fourth update is `then`'s, a plain Optax transform that takes no extra argument.
+    np.testing.assert_allclose(out, [-1.0, -0.5, -0.25, -0.1], rtol=1e-7)
+
+
+def test_extra_arguments_pass_through_jit():
+    from stablejax import optimizers
+    from stablejax.plateau import reduce_on_plateau
+
+    tx = combine.switch(optax.sgd(1.0), optimizers.sgd(
+        0.1, plateau=reduce_on_plateau(factor=0.1, patience=0)), boundary=0)
+    state = tx.init(jnp.zeros(2))
+    update = jax.jit(lambda g, s, v: tx.update(g, s, value=v))
+    first, state = update(jnp.ones(2), state, 1.0)
+    second, state = update(jnp.ones(2), state, 2.0)
+    np.testing.assert_allclose([first[0], second[0]], [-0.1, -0.01], rtol=1e-7)
