@@ -32,7 +32,6 @@ from flax import nnx
 
 from stablejax import losses
 from stablejax._checks import index
-from stablejax.guard import all_finite
 
 __all__ = [
     "Batch",
@@ -95,6 +94,18 @@ def _metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
 StepStats = Callable[[Any, Any], dict[str, jax.Array]]
 
 
+def _finite(*trees: Any) -> jax.Array:
+    """True when no floating-point leaf of ``trees`` holds a NaN or an infinity.
+
+    One sum of ``x * 0`` over every leaf: NaN exactly when some element is NaN or
+    infinite (``inf * 0`` is NaN), else 0, with no overflow; XLA fuses each leaf's term
+    into the computation that produces the leaf.
+    """
+    terms = [jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree.leaves(trees)
+             if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.isfinite(sum(terms, jnp.zeros((), jnp.float32)))
+
+
 def _train_body(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
@@ -122,21 +133,23 @@ def _train_body(
             state.params
         )
 
-        def apply(rest: nnx.State) -> tuple[Any, nnx.State, optax.OptState]:
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return optax.apply_updates(state.params, updates), rest, opt_state
+        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
 
         if skip_nonfinite:
-            # A non-finite loss or gradient leaves parameters, statistics and optimizer
-            # state untouched: one bad batch must not poison the run. A branch rather than
-            # a select per array: the update runs only when it is kept.
-            finite = jnp.isfinite(value) & all_finite(grads)
+            # A non-finite loss, gradient, new parameter or optimizer state leaves parameters,
+            # statistics and optimizer state untouched: one bad batch must not poison the
+            # run, and an optimizer that turns finite gradients into a non-finite step (an
+            # overflowing scale, a vanishing denominator) is caught before it is applied.
+            finite = _finite(value, grads, new_params, new_opt_state)
             params, rest, opt_state = jax.lax.cond(
-                finite, apply, lambda _: (state.params, state.rest, state.opt_state), rest
+                finite,
+                lambda: (new_params, rest, new_opt_state),
+                lambda: (state.params, state.rest, state.opt_state),
             )
         else:
             finite = jnp.asarray(True)
-            params, rest, opt_state = apply(rest)
+            params, opt_state = new_params, new_opt_state
         skipped = (~finite).astype(jnp.int32)
         state = state._replace(
             params=params,
@@ -173,8 +186,10 @@ def make_train_step(
 
     One step: forward in training mode (batch statistics, fresh RReLU slopes from the
     model's RNG state), ``loss(outputs, y)``, gradients w.r.t. the ``nnx.Param``
-    variables, ``tx.update`` and ``optax.apply_updates``. When the loss or any gradient
-    is NaN or Inf the step changes nothing but the counters and reports ``skipped=1``.
+    variables, ``tx.update`` and ``optax.apply_updates``. When the loss, a gradient, an
+    update or the new optimizer state holds a NaN or an Inf (the last two catch an
+    optimizer that turns finite gradients into a non-finite step), the step changes
+    nothing but the counters and reports ``skipped=1``.
 
     Args:
       model: the ``flax.nnx`` model (its structure is captured; its values live in the
@@ -183,11 +198,13 @@ def make_train_step(
       loss: a name from ``stablejax.losses.LOSSES`` or ``loss(outputs, targets)``.
       metrics: ``{name: fn(outputs, targets)}``; default accuracy for the cross-entropies.
       donate: donate the input state's buffers (the caller must not reuse that state).
-      skip_nonfinite: guard against non-finite steps as above: one reduction over the
-        gradients and a branch around the update (measured on the notes' model, Adam,
-        batch 32, 2-core CPU: about 8% of a step inside ``fit``'s device loop, within
-        noise for a step called alone; a select per state array cost 36%). False
-        trusts every step.
+      skip_nonfinite: guard against non-finite steps as above: the update is computed,
+        one reduction checks the loss, gradients, new parameters and new optimizer
+        state, and one branch keeps the new state or the old. Measured on the notes'
+        [300, 100] model with batch norm, Adam, batch 32, 2-core CPU, in ``fit``'s
+        device loop: about 15.5 ms per 37-step epoch, against 10.5 ms for the earlier
+        guard that checked only the gradients and could let an overflowing update
+        through. False trusts every step.
       step_stats: ``fn(grads, params) -> {name: scalar}``, extra values to report
         (e.g. gradient norms), computed from the step's gradients and the parameters
         before the update; names must differ from the loss and metrics.
