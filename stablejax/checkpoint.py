@@ -286,7 +286,7 @@ def _check_matches(path: Path, recorded: dict, keys: list[str], expected) -> Non
             continue
         entry = recorded[key]
         if not (isinstance(entry, dict) and {"shape", "dtype", "crc32"} <= set(entry)):
-            problems.append(f"{key}: the manifest entry lacks its shape, dtype or CRC-32")
+            problems.append(f"the manifest entry lacks its shape, dtype or CRC-32: {key}")
             continue
         shape, dtype = tuple(recorded[key]["shape"]), recorded[key]["dtype"]
         if shape != tuple(spec.shape):
@@ -373,7 +373,7 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
             # Written only for arrays no single host could read whole; here the array is
             # whole, so an absent checksum is a damaged manifest, not a reason to trust it.
             raise CheckpointError(
-                f"checkpoint {path} cannot be verified: the manifest records no CRC-32 for {key}"
+                f"checkpoint {path} cannot be verified: the manifest records no CRC-32 for: {key}"
             )
         if saved != now:
             raise CheckpointError(f"checkpoint {path} is corrupt: {key} fails its CRC-32 check")

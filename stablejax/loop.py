@@ -408,7 +408,7 @@ def _check_targets(loss: Loss, y: np.ndarray, outputs: Any, name: str) -> None:
     """For the sparse cross-entropies: integer labels of shape (samples,) in [0, classes)."""
     if not (isinstance(loss, str) and loss in SPARSE_LOSSES):
         return
-    shape = getattr(outputs, "shape", ())
+    shape: tuple[int, ...] = tuple(getattr(outputs, "shape", ()))
     if len(shape) != 2:
         raise ValueError(f"{name}: loss {loss!r} needs model outputs of shape (samples, "
                          f"classes), the model gives {tuple(shape)} for one sample")
@@ -611,8 +611,8 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
         totals["skipped"] += float(skipped.sum())
         if longest >= max_consecutive_skips:
             raise NonFiniteError(
-                f"{longest} consecutive updates had a non-finite loss or gradient (epoch "
-                f"{int(state.epoch)}, step {int(state.step)}); the model holds the last "
+                f"{longest} consecutive updates had a non-finite loss, gradient or update "
+                f"(epoch {int(state.epoch)}, step {int(state.step)}); the model holds the last "
                 "finite state. Lower the learning rate or clip gradients.",
                 state,
             )

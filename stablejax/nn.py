@@ -257,8 +257,8 @@ class PReLU(nnx.Module):
         *,
         param_dtype: DTypeLike = jnp.float32,
     ) -> None:
-        shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-        shape = tuple(_size("shape", d) for d in shape)
+        dims: Any = (shape,) if isinstance(shape, numbers.Integral) else shape
+        shape = tuple(_size("shape", d) for d in dims)
         if not math.isfinite(alpha_init):
             raise ValueError(f"alpha_init must be finite, got {alpha_init!r}")
         self.alpha = nnx.Param(jnp.full(shape, alpha_init, param_dtype))
@@ -597,8 +597,6 @@ def mlp(
         )
     hidden = tuple(_size("hidden", h) for h in hidden)
     output_size = _size("output_size", output_size)
-    if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
-        input_shape = (input_shape,)
     input_shape = tuple(_size("input_shape", d) for d in input_shape)
     _check_momentum_epsilon(momentum, epsilon)
     if not isinstance(scan_layers, bool):

@@ -137,11 +137,13 @@ def _train_body(
         new_params = optax.apply_updates(state.params, updates)
 
         if skip_nonfinite:
-            # A non-finite loss, gradient, new parameter or optimizer state leaves parameters,
-            # statistics and optimizer state untouched: one bad batch must not poison the
-            # run, and an optimizer that turns finite gradients into a non-finite step (an
-            # overflowing scale, a vanishing denominator) is caught before it is applied.
-            finite = _finite(value, grads, new_params, new_opt_state)
+            # A non-finite loss, gradient or new parameter leaves parameters, statistics
+            # and optimizer state untouched: one bad batch must not poison the run, and an
+            # optimizer that turns finite gradients into a non-finite step (an overflowing
+            # scale, a vanishing denominator) is caught before it is applied. The optimizer
+            # state is not checked: some hold infinities by design (a plateau's best loss
+            # starts at inf).
+            finite = _finite(value, grads, new_params)
             params, rest, opt_state = jax.lax.cond(
                 finite,
                 lambda: (new_params, rest, new_opt_state),
@@ -186,10 +188,10 @@ def make_train_step(
 
     One step: forward in training mode (batch statistics, fresh RReLU slopes from the
     model's RNG state), ``loss(outputs, y)``, gradients w.r.t. the ``nnx.Param``
-    variables, ``tx.update`` and ``optax.apply_updates``. When the loss, a gradient, an
-    update or the new optimizer state holds a NaN or an Inf (the last two catch an
-    optimizer that turns finite gradients into a non-finite step), the step changes
-    nothing but the counters and reports ``skipped=1``.
+    variables, ``tx.update`` and ``optax.apply_updates``. When the loss, a gradient or a
+    new parameter holds a NaN or an Inf (the last catches an optimizer that turns finite
+    gradients into a non-finite update), the step changes nothing but the counters and
+    reports ``skipped=1``.
 
     Args:
       model: the ``flax.nnx`` model (its structure is captured; its values live in the
@@ -199,8 +201,8 @@ def make_train_step(
       metrics: ``{name: fn(outputs, targets)}``; default accuracy for the cross-entropies.
       donate: donate the input state's buffers (the caller must not reuse that state).
       skip_nonfinite: guard against non-finite steps as above: the update is computed,
-        one reduction checks the loss, gradients, new parameters and new optimizer
-        state, and one branch keeps the new state or the old. Measured on the notes'
+        one reduction checks the loss, gradients and new parameters, and one branch
+        keeps the new state or the old. Measured on the notes'
         [300, 100] model with batch norm, Adam, batch 32, 2-core CPU, in ``fit``'s
         device loop: about 15.5 ms per 37-step epoch, against 10.5 ms for the earlier
         guard that checked only the gradients and could let an overflowing update

@@ -225,7 +225,7 @@ def test_a_missing_checksum_fails_verification(tmp_path, edit):
     path = tmp_path / "c"
     checkpoint.save(path, small_tree())
     edit_manifest(path, edit)
-    with pytest.raises(CheckpointError, match=f"{path}.*w"):
+    with pytest.raises(CheckpointError, match=f"(?s){path}.*CRC-32.*w"):
         checkpoint.restore(path, small_tree())
 
 
@@ -254,8 +254,9 @@ def test_unreadable_data_names_no_tensorstore_spec(tmp_path):
 
 def test_leftovers_of_interrupted_saves_are_removed(tmp_path):
     checkpoint.save_epoch(tmp_path, 1, small_tree(1))
-    leftovers = [tmp_path / "epoch_2.orbax-checkpoint-tmp-1234", tmp_path / "epoch_3.orbax-checkpoint-tmp",
-                 tmp_path / "epoch_0.deleting-abcd"]
+    leftovers = [tmp_path / name for name in ("epoch_2.orbax-checkpoint-tmp-1234",
+                                              "epoch_3.orbax-checkpoint-tmp",
+                                              "epoch_0.deleting-abcd")]
     for d in leftovers:
         (d / "d").mkdir(parents=True)
     (tmp_path / "notes.txt").write_text("kept")
@@ -354,4 +355,4 @@ def test_fit_with_an_overflowing_optimizer_keeps_the_last_finite_state():
     after = nnx.state(m, nnx.Param)
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert all(np.isfinite(a).all() for a in jax.tree.leaves(info.value.state.opt_state))
+    assert all(np.isfinite(a).all() for a in jax.tree.leaves(info.value.state.params))
