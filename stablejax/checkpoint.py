@@ -15,14 +15,17 @@ Guarantees:
   re-wrapped with the template's key implementation.
 * Atomic: Orbax writes into ``<path>.orbax-checkpoint-tmp`` and renames it to ``<path>``
   only once everything, including our manifest, is on disk. A crash mid-save leaves
-  only the temporary directory, which `restore` refuses and `latest_epoch` ignores;
-  other checkpoints are untouched. Deletions rename first (into a trash directory that
+  only the temporary directory, which `restore` refuses and `latest_epoch` ignores, and
+  which the next `save` of that path, `save_epoch` or `restore_latest` removes; other
+  checkpoints are untouched. Deletions rename first (into a trash directory that
   `save_epoch` empties), then delete, so a half-deleted directory never keeps a
-  checkpoint's name either.
+  checkpoint's name either (and its leftovers are removed like the temporary ones).
 * Checked: the manifest records each leaf's path, shape, dtype and CRC-32. `restore`
   compares it with the template before reading and names the first leaves that differ,
   and verifies the checksums after reading, because Orbax's storage does not detect a
-  corrupted data byte on its own.
+  corrupted data byte on its own; a manifest entry without its checksum fails too. A tree
+  whose keys would collide once stored (``'a/b'`` or ``'a.b'`` beside ``'a': {'b': ...}``)
+  is refused when saved, naming both leaves.
 
 Every failure to read a checkpoint raises `CheckpointError`, whose message names the path.
 """
@@ -53,6 +56,7 @@ __all__ = [
     "save_epoch",
     "latest_epoch",
     "restore_latest",
+    "saved_config",
     "save_model",
     "load_model",
 ]
@@ -61,8 +65,10 @@ _FORMAT = "stablejax.checkpoint/1"
 # Orbax's marker for a directory whose save has not finished.
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # The items of an epoch checkpoint, and where its deletions wait to be emptied.
-_STATE, _HISTORY = "state", "history"
+_STATE, _HISTORY, _CONFIG = "state", "history", "config"
 _TRASH = ".stablejax-deleting"
+_DELETING = ".deleting-"  # `_remove`'s mark on a directory being deleted
+_METADATA_FILE = "_CHECKPOINT_METADATA"
 _LEGACY_HISTORY = re.compile(r"history_(\d+)\.json")
 
 
@@ -117,9 +123,18 @@ def _flatten(tree):
         tuple(jax.tree_util.keystr((k,), simple=True) for k in path) or ("state",)
         for path, _ in with_paths
     ]
-    if len(set(names)) != len(names):
-        duplicates = sorted({"/".join(n) for n in names if names.count(n) > 1})
-        raise ValueError(f"state has leaves whose paths collide as strings: {duplicates}")
+    # Orbax stores a leaf under its path's components joined by "." (and the manifest by
+    # "/"), so keys holding either separator can land on another leaf's name: such a tree
+    # would save and then fail to restore.
+    seen: dict[str, Any] = {}
+    for name, (path, _) in zip(names, with_paths, strict=True):
+        stored = "/".join(name).replace(".", "/")
+        if stored in seen:
+            raise ValueError(
+                f"state has two leaves stored under one name, {seen[stored]} and "
+                f"{jax.tree_util.keystr(path)}: rename the keys that hold '/' or '.'"
+            )
+        seen[stored] = jax.tree_util.keystr(path)
     return names, [leaf for _, leaf in with_paths], treedef
 
 
@@ -205,6 +220,33 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
+def _remove_leftovers(directory: Path, prefix: str = "") -> None:
+    """Deletes the unfinished saves and half-done deletions that a crash left in `directory`.
+
+    Only directories named ``<prefix>...`` holding Orbax's temporary mark or `_remove`'s
+    deletion mark: neither is ever a checkpoint (`restore` refuses them).
+    """
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        name = entry.name
+        if (entry.is_dir() and name.startswith(prefix)
+                and (_TMP_MARK in name or _DELETING in name)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error, without the TensorStore spec that Orbax appends."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    for tail in (" See full TensorStore details", "TensorStore("):
+        text = text.split(tail)[0]
+    text = text.strip()
+    cause = error.__cause__
+    if cause is not None and str(cause) and cause is not error:
+        text = f"{text} ({_reason(cause)})" if text else _reason(cause)
+    return text or type(error).__name__
+
+
 def _open(path: Path) -> tuple[dict, Path]:
     """The manifest of the checkpoint at `path`, and the directory that holds its state.
 
@@ -215,10 +257,18 @@ def _open(path: Path) -> tuple[dict, Path]:
         raise CheckpointError(f"{path} is an unfinished save (an Orbax temporary directory)")
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint at {path}")
+    # Checked here rather than left to Orbax, which logs warnings before failing.
+    if not (path / _METADATA_FILE).is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete: its metadata file {path / _METADATA_FILE} "
+            "is missing"
+        )
     try:
         manifest = ocp.metadata.get_step_metadata(path).custom_metadata
     except Exception as e:
-        raise CheckpointError(f"cannot read the checkpoint metadata in {path}: {e}") from e
+        raise CheckpointError(
+            f"cannot read the checkpoint metadata {path / _METADATA_FILE}: {_reason(e)}"
+        ) from e
     if not manifest or manifest.get("format") != _FORMAT:
         raise CheckpointError(
             f"{path} has no stablejax manifest: it is incomplete, corrupt, or was not "
@@ -233,6 +283,10 @@ def _check_matches(path: Path, recorded: dict, keys: list[str], expected) -> Non
     problems += [f"{k}: in the checkpoint but not expected" for k in recorded if k not in wanted]
     for key, spec in zip(keys, expected, strict=True):
         if key not in recorded:
+            continue
+        entry = recorded[key]
+        if not (isinstance(entry, dict) and {"shape", "dtype", "crc32"} <= set(entry)):
+            problems.append(f"the manifest entry lacks its shape, dtype or CRC-32: {key}")
             continue
         shape, dtype = tuple(recorded[key]["shape"]), recorded[key]["dtype"]
         if shape != tuple(spec.shape):
@@ -273,6 +327,7 @@ def save(path: str | os.PathLike, state: Any, *, force: bool = False) -> None:
     """
     path = Path(path).absolute()
     names, arrays = _arrays(state)
+    _remove_leftovers(path.parent, prefix=f"{path.name}.")
     if path.exists():
         if not force:
             raise FileExistsError(f"{path} already exists; pass force=True to replace it")
@@ -308,12 +363,19 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
         with ocp.StandardCheckpointer() as checkpointer:
             tree = checkpointer.restore(item, _nest(names, expected))
     except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(e)}") from e
     arrays = [_lookup(tree, name) for name in names]
     for key, array in zip(keys, arrays, strict=True):
         saved, now = recorded[key]["crc32"], _crc32(array)
-        if saved is not None and now is not None and saved != now:
+        if now is None:  # other hosts hold parts of it: nothing to compare here
+            continue
+        if saved is None:
+            # Written only for arrays no single host could read whole; here the array is
+            # whole, so an absent checksum is a damaged manifest, not a reason to trust it.
+            raise CheckpointError(
+                f"checkpoint {path} cannot be verified: the manifest records no CRC-32 for: {key}"
+            )
+        if saved != now:
             raise CheckpointError(f"checkpoint {path} is corrupt: {key} fails its CRC-32 check")
     restored = [
         jax.random.wrap_key_data(a, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else a
@@ -344,12 +406,15 @@ def save_epoch(
     *,
     history: dict | None = None,
     keep: int | None = 3,
+    config: dict | None = None,
 ) -> Path:
     """Saves `state` (and `history`) as ``directory/epoch_<epoch>``; keeps the last `keep`.
 
     An Orbax `CheckpointManager` step: the state is the item ``state`` (checked as in
     `save`, with the manifest in the step's metadata) and the JSON-serialisable `history`,
-    if given, the item ``history``. The save is atomic (see `save`). Checkpoints of epochs
+    if given, the item ``history``; the JSON-serialisable `config` (the settings of the
+    run, which `stablejax.fit` compares on resume; read it with `saved_config`), if
+    given, the item ``config``. The save is atomic (see `save`). Checkpoints of epochs
     after `epoch` are deleted first: they belong to a continuation that this run has
     abandoned by going back to an earlier epoch, and `latest_epoch` must not return them.
     An existing ``epoch_<epoch>`` is replaced. Then all but the `keep` most recent epochs
@@ -366,8 +431,11 @@ def save_epoch(
     items = {_STATE: ocp.args.StandardSave(_nest(names, arrays))}
     if history is not None:
         items[_HISTORY] = ocp.args.JsonSave(history)
+    if config is not None:
+        items[_CONFIG] = ocp.args.JsonSave(config)
     directory.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(directory / _TRASH, ignore_errors=True)  # left by a crash mid-delete
+    _remove_leftovers(directory)
     with _manager(directory, keep) as manager:
         for later in manager.all_steps():
             if later >= epoch:
@@ -418,6 +486,7 @@ def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any, d
     directory = Path(directory).absolute()
     if not directory.is_dir():
         return None
+    _remove_leftovers(directory)
     with _manager(directory) as manager:
         epoch = manager.latest_step()
         if epoch is None:
@@ -435,8 +504,34 @@ def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any, d
             elif legacy.is_file():
                 history = json.loads(legacy.read_text())
         except Exception as e:
-            raise CheckpointError(f"cannot read the history of checkpoint {path}: {e}") from e
+            raise CheckpointError(
+                f"cannot read the history of checkpoint {path}: {_reason(e)}"
+            ) from e
     return epoch, state, history
+
+
+def saved_config(directory: str | os.PathLike, epoch: int) -> dict | None:
+    """The run configuration saved with ``directory/epoch_<epoch>`` (`save_epoch`'s
+    ``config``), or None when that checkpoint has none (e.g. one of stablejax 0.1).
+
+    Raises:
+      CheckpointError naming the checkpoint if its configuration cannot be read.
+    """
+    epoch = index("epoch", epoch, 0)
+    directory = Path(directory).absolute()
+    path = directory / f"epoch_{epoch}"
+    if not (path / _CONFIG).is_dir():
+        return None
+    try:
+        with _manager(directory) as manager:
+            items = manager.restore(
+                epoch, args=ocp.args.Composite(**{_CONFIG: ocp.args.JsonRestore()})
+            )
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read the run configuration of checkpoint {path}: {_reason(e)}"
+        ) from e
+    return items[_CONFIG]
 
 
 def save_model(path: str | os.PathLike, model: Any, *, force: bool = False) -> None:

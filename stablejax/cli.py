@@ -243,6 +243,12 @@ def _short(error: Exception, lines: int = 6) -> str:
     return "\n".join(text[:lines] + ([f"  ... and {rest} more lines"] if rest > 0 else []))
 
 
+def _run_config(args: argparse.Namespace) -> dict:
+    """The options that define a run, saved with its checkpoints: a resume must match."""
+    ignored = {"command", "epochs", "quiet", "no_compilation_cache", "checkpoint_dir"}
+    return {key: value for key, value in sorted(vars(args).items()) if key not in ignored}
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Runs ``stablejax train``; returns the exit status.
 
@@ -270,7 +276,7 @@ def train_command(args: argparse.Namespace) -> int:
     if args.checkpoint_dir is not None:
         done = sj.checkpoint.latest_epoch(args.checkpoint_dir)
         if done is not None and done >= args.epochs:
-            print(f"{args.checkpoint_dir} already holds this run, complete ({done} of "
+            print(f"{args.checkpoint_dir} already holds a complete run ({done} of "
                   f"{args.epochs} epochs): its history follows")
         elif done is not None:
             print(f"resuming from epoch {done + 1} of {args.epochs} in {args.checkpoint_dir}")
@@ -288,8 +294,9 @@ def train_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             verbose=0 if args.quiet else 1,
             compilation_cache=not args.no_compilation_cache,
+            run_config=_run_config(args),
         )
-    except sj.checkpoint.CheckpointError as error:  # e.g. another model's checkpoint dir
+    except ValueError as error:  # another run's checkpoint (CheckpointError is one too)
         print(f"stablejax: error: {_short(error)}", file=sys.stderr)
         return 2
     except sj.train.NonFiniteError as error:

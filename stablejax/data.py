@@ -234,8 +234,10 @@ def fashion_mnist(
 
     Raises:
       FileNotFoundError listing every missing file and the directory to put it in.
-      ValueError if `validation` is not in [0, number of training images) or the files
-      disagree on the number of images.
+      ValueError naming the file if an images file does not hold uint8 images of shape
+      ``(n, 28, 28)`` or a labels file uint8 labels of shape ``(n,)`` in 0..9 (a swapped
+      or foreign file); if `validation` is not in [0, number of training images) or the
+      files disagree on the number of images.
 
     Reference: Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
@@ -258,6 +260,8 @@ def fashion_mnist(
             f"in {directory}"
         )
     x_full, y_full, x_test, y_test = (read_idx(f) for f in found)
+    for array, file in zip((x_full, y_full, x_test, y_test), found, strict=True):
+        _check_fashion_file(array, file, images="images" in os.path.basename(file))
     for (images, labels), (image_file, label_file) in (
         ((x_full, y_full), found[:2]),
         ((x_test, y_test), found[2:]),
@@ -280,6 +284,28 @@ def fashion_mnist(
         valid=split(x_full[:validation], y_full[:validation]),
         test=split(x_test, y_test),
     )
+
+
+def _check_fashion_file(array: np.ndarray, path: str, *, images: bool) -> None:
+    """Checks that a Fashion-MNIST file holds what its name says, naming the file."""
+    role = "images" if images else "labels"
+    if array.dtype != np.uint8:
+        raise ValueError(f"{path}: Fashion-MNIST {role} are unsigned bytes (IDX type 0x08), "
+                         f"this file holds {array.dtype}")
+    if images and (array.ndim != 3 or array.shape[1:] != (28, 28)):
+        hint = " (a labels file under an images name?)" if array.ndim == 1 else ""
+        raise ValueError(f"{path}: Fashion-MNIST images have shape (n, 28, 28), this file "
+                         f"holds shape {array.shape}{hint}")
+    if not images:
+        if array.ndim != 1:
+            hint = " (an images file under a labels name?)" if array.ndim == 3 else ""
+            raise ValueError(f"{path}: Fashion-MNIST labels have shape (n,), this file holds "
+                             f"shape {array.shape}{hint}")
+        bad = np.flatnonzero(array > 9)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{path}: Fashion-MNIST labels are 0..9, this file holds "
+                             f"{array[i]} at index {i} ({bad.size} labels out of range)")
 
 
 def synthetic_classification(

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from stablejax import data, optimizers
+from stablejax import data, losses, nn, optimizers
 from stablejax._checks import index
 from stablejax.callbacks import Callback
 from stablejax.compilation_cache import enable as enable_compilation_cache
@@ -92,6 +94,7 @@ def fit(
     max_consecutive_skips: int = 10,
     state: TrainState | None = None,
     compilation_cache: bool = True,
+    run_config: dict[str, Any] | None = None,
 ) -> History:
     """Trains ``model`` with ``tx`` for ``epochs`` epochs, like Keras's ``model.fit``.
 
@@ -118,7 +121,9 @@ def fit(
       batch_size: samples per update, >= 1 (the last batch may be smaller).
       validation_data: ``(x, y)`` evaluated after each epoch.
       loss: a name from ``stablejax.losses.LOSSES`` or a callable.
-      metrics: ``{name: fn(outputs, targets)}``; default accuracy for cross-entropies.
+      metrics: ``{name: fn(outputs, targets)}``, or Keras's list form: ``["accuracy"]``
+        (or ``"acc"``, the loss's accuracy) and callables (named by ``__name__``);
+        default accuracy for cross-entropies.
       callbacks: :class:`~stablejax.callbacks.Callback` instances, e.g.
         ``ReduceLROnPlateau``, ``EarlyStopping``, ``LearningRateScheduler``.
       checkpoint_dir: directory for per-epoch checkpoints and resumption.
@@ -140,9 +145,30 @@ def fit(
       compilation_cache: turn on JAX's persistent compilation cache (see
         :mod:`stablejax.compilation_cache` for its directory and how to turn it off
         everywhere), so the next run of the same configuration skips compiling.
+      run_config: more settings of the run (``{name: value}``, str keys), saved with
+        each checkpoint and compared on resume like fit's own (see below); items whose
+        value is not JSON-serialisable are left out. Leave out what may change between
+        a run and its resumption, such as ``epochs``.
+
+    The data are checked on the host before anything compiles: ``x`` must have a batch
+    axis and fit the model (traced once on one sample with ``jax.eval_shape``), and for
+    the sparse cross-entropies ``y`` must hold integer labels of shape ``(samples,)`` in
+    ``[0, classes)``, ``classes`` being the model's output width.
+
+    With ``checkpoint_dir``, the run's configuration is saved with each checkpoint:
+    ``batch_size``, ``shuffle``, ``seed``, the loss's name, the shape of each parameter,
+    the optimizer's hyperparameters as ``tx.init`` gives them (injected learning rates,
+    for instance; a schedule by its first value) and ``run_config``'s items. Resuming a
+    checkpoint whose configuration differs raises ``ValueError`` naming each difference.
+    Checkpoints saved without a configuration (stablejax 0.1) resume unchecked.
 
     Raises:
       NonFiniteError: after ``max_consecutive_skips`` consecutive non-finite updates.
+      TypeError: ``model``, ``tx``, the data, ``metrics`` or ``callbacks`` are not of the
+        kinds above.
+      ValueError: a bad argument, data that do not fit the model or the loss (naming the
+        argument, the shapes or the first bad label and its index), or a checkpoint of
+        another configuration.
     """
     for name, value in (
         ("epochs", epochs),
@@ -155,9 +181,24 @@ def fit(
         index("steps_per_call", steps_per_call, 1)
     if verbose not in (0, 1):
         raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
-    x, y = _as_split(train_data)
-    valid = None if validation_data is None else _as_split(validation_data)
+    _check_model(model)
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        hint = (" (a learning rate? pass an optimizer built with it, e.g. sj.sgd(0.01))"
+                if isinstance(tx, numbers.Number) else "")
+        raise TypeError(f"tx must be an optax.GradientTransformation such as sj.adam(1e-3), "
+                        f"got {_describe(tx)}{hint}")
+    losses.get(loss)
+    x, y = _as_split(train_data, "train_data")
+    valid = None if validation_data is None else _as_split(validation_data, "validation_data")
+    metrics = _as_metrics(metrics, loss)
     callbacks = _as_callbacks(callbacks)
+    outputs = _outputs(model, x, "train_data")
+    _check_targets(loss, y, outputs, "train_data")
+    if valid is not None:
+        _check_targets(loss, valid[1], _outputs(model, valid[0], "validation_data"),
+                       "validation_data")
+    if run_config is not None and not isinstance(run_config, dict):
+        raise TypeError(f"run_config must be a dict of settings, got {_describe(run_config)}")
 
     state = init_state(model, tx) if state is None else state
     for i, cb in enumerate(callbacks):
@@ -169,6 +210,11 @@ def fit(
     if checkpoint_dir is not None:
         from stablejax import checkpoint  # Orbax loads only for runs that checkpoint
 
+        config = _run_config(state.params, tx, batch_size, shuffle, seed, loss, run_config)
+        last = checkpoint.latest_epoch(checkpoint_dir)
+        if last is not None:
+            _check_same_config(checkpoint.saved_config(checkpoint_dir, last), config,
+                               checkpoint_dir, last)
         found = checkpoint.restore_latest(checkpoint_dir, state)
         if found is not None:
             _, state, saved = found
@@ -220,7 +266,7 @@ def fit(
             state = state._replace(epoch=optax.safe_increment(state.epoch))
             if checkpoint_dir is not None:
                 checkpoint.save_epoch(checkpoint_dir, epoch + 1, state, history=history,
-                                      keep=keep)
+                                      keep=keep, config=config)
         for i, cb in enumerate(callbacks):
             state = cb.on_train_end(state, state.callbacks[str(i)])
     finally:
@@ -240,19 +286,199 @@ def evaluate(
     """Loss and metrics of ``state`` on ``(x, y)`` in inference mode, sample-weighted.
 
     The set is evaluated in batches of ``batch_size`` inside one compiled call; the
-    result is ``sum(batch mean * batch size) / len(x)``, summed in float64.
+    result is ``sum(batch mean * batch size) / len(x)``, summed in float64. The data are
+    checked as :func:`fit` checks them.
     """
-    x, y = _as_split(data_split)
+    _check_model(model)
+    x, y = _as_split(data_split, "data_split")
+    metrics = _as_metrics(metrics, loss)
+    _check_targets(loss, y, _outputs(model, x, "data_split"), "data_split")
     run = make_eval_scan(model, loss, metrics=metrics, batch_size=batch_size)
     return _means_of(run(state, jnp.asarray(x), jnp.asarray(y)), len(x), batch_size)
 
 
-def _as_split(split: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
-    x, y = split
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"inputs and targets differ in length: {len(x)} != {len(y)}")
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return f"an array of shape {tuple(value.shape)}"
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module such as sj.nn.mlp(...), "
+                        f"got {_describe(model)}")
+
+
+def _as_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as numpy arrays, checked: a pair, the same length, not empty."""
+    if not isinstance(split, (tuple, list)):
+        raise TypeError(f"{name} must be a pair (x, y) of inputs and targets (or a "
+                        f"stablejax.data.Split), got {_describe(split)}")
+    if len(split) != 2:
+        raise ValueError(f"{name} must be a pair (x, y) of inputs and targets, got "
+                         f"{len(split)} items (sample weights are not supported)")
+    x, y = np.asarray(split[0]), np.asarray(split[1])
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ValueError(f"{name}: x must hold numbers, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name}: x must have shape (samples, features...), got shape {x.shape}; "
+            "for one feature per sample pass x.reshape(-1, 1)"
+        )
+    if y.ndim == 0 or len(x) != len(y):
+        raise ValueError(f"{name}: inputs and targets differ in length: x has shape "
+                         f"{x.shape}, y has shape {y.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty (0 samples): pass at least one sample")
     return x, y
+
+
+def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
+    """``metrics`` as ``{name: fn}``; Keras's list form resolved (``"accuracy"``, ``"acc"``)."""
+    if metrics is None:
+        return None
+    if isinstance(metrics, dict):
+        for key, fn in metrics.items():
+            if not callable(fn):
+                raise TypeError(f"metrics[{key!r}] must be a callable fn(outputs, targets), "
+                                f"got {_describe(fn)}")
+        return metrics
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)):
+        raise TypeError(f"metrics must be a dict {{name: fn(outputs, targets)}} or a list such "
+                        f"as ['accuracy'], got {_describe(metrics)}")
+    resolved: Metrics = {}
+    for i, metric in enumerate(metrics):
+        if isinstance(metric, str) and metric in ("accuracy", "acc"):
+            if not (isinstance(loss, str) and loss in losses.ACCURACY_FOR):
+                raise ValueError(
+                    f"metrics: {metric!r} is the accuracy of a named cross-entropy loss "
+                    f"({', '.join(losses.ACCURACY_FOR)}), but loss is {loss!r}; pass "
+                    "metrics={name: fn(outputs, targets)} instead"
+                )
+            resolved[metric] = losses.ACCURACY_FOR[loss]
+        elif callable(metric) and not isinstance(metric, str):
+            resolved[getattr(metric, "__name__", f"metric_{i}")] = metric
+        else:
+            raise ValueError(f"metrics[{i}]={metric!r} is unknown: accepted are 'accuracy' (or "
+                             "'acc'), callables fn(outputs, targets), or a dict of them")
+    return resolved
+
+
+def _first_width(model: nnx.Module) -> str:
+    """Where the model's first sized layer says how many input features it takes, or ""."""
+    for path, module in nnx.iter_modules(model):
+        width = getattr(module, "in_features", getattr(module, "num_features", None))
+        if isinstance(width, int):
+            where = "/".join(str(p) for p in path) or "the model"
+            return (f"; its first sized layer ({type(module).__name__} at {where}) takes "
+                    f"{width} features per sample")
+    return ""
+
+
+def _outputs(model: nnx.Module, x: np.ndarray, name: str) -> jax.ShapeDtypeStruct:
+    """The model's output shape on one sample of ``x``, traced (nothing runs or compiles).
+
+    Raises a ``ValueError`` naming ``name`` and both shapes when ``x`` does not fit.
+    """
+    graphdef, variables = nnx.split(model)
+
+    def forward(variables: nnx.State, sample: jax.Array) -> Any:
+        return nnx.merge(graphdef, variables, copy=True)(sample)
+
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+    sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), dtype)
+    try:
+        return jax.eval_shape(forward, variables, sample)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"{name}: the model does not accept samples of shape {x.shape[1:]} (x has shape "
+            f"{x.shape}){_first_width(model)}: {reason}"
+        ) from e
+
+
+SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparse_categorical_crossentropy_from_logits")
+
+
+def _check_targets(loss: Loss, y: np.ndarray, outputs: Any, name: str) -> None:
+    """For the sparse cross-entropies: integer labels of shape (samples,) in [0, classes)."""
+    if not (isinstance(loss, str) and loss in SPARSE_LOSSES):
+        return
+    shape: tuple[int, ...] = tuple(getattr(outputs, "shape", ()))
+    if len(shape) != 2:
+        raise ValueError(f"{name}: loss {loss!r} needs model outputs of shape (samples, "
+                         f"classes), the model gives {tuple(shape)} for one sample")
+    classes = shape[-1]
+    if y.ndim != 1:
+        hint = (" (one-hot targets? pass y.argmax(axis=1))"
+                if y.ndim == 2 and y.shape[1] == classes and classes > 1
+                else " (pass y.reshape(-1))" if y.ndim == 2 and y.shape[1] == 1 else "")
+        raise ValueError(f"{name}: loss {loss!r} needs integer class labels of shape "
+                         f"(samples,), got y of shape {y.shape}{hint}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: loss {loss!r} needs integer class labels, got y of dtype "
+                         f"{y.dtype}; convert whole-number labels with y.astype(np.int32)")
+    bad = np.flatnonzero((y < 0) | (y >= classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{name}: label {y[i]} at index {i} is outside [0, {classes}), the classes of "
+            f"the model's {classes} outputs ({bad.size} labels out of range)"
+        )
+
+
+def _run_config(params: Any, tx: optax.GradientTransformation, batch_size: int,
+                shuffle: bool, seed: int, loss: Loss, run_config: dict | None) -> dict:
+    """The settings a resumed run must share with the checkpointed one, flat and JSON-able."""
+    config: dict[str, Any] = {
+        "batch_size": batch_size,
+        "shuffle": bool(shuffle),
+        "seed": seed,
+        "loss": loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss)),
+    }
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        config[f"parameters/{nn.path_name(path)}"] = list(np.shape(leaf))
+
+    def injected(node: Any) -> bool:
+        return isinstance(getattr(node, "hyperparams", None), dict)
+
+    opt_state = tx.init(params)
+    for path, node in jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=injected)[0]:
+        if injected(node):
+            for key, value in node.hyperparams.items():
+                if np.size(value) == 1:
+                    prefix = nn.path_name(path)
+                    config[f"optimizer/{prefix + '/' if prefix else ''}{key}"] = float(
+                        np.asarray(value).reshape(()))
+    for key, value in (run_config or {}).items():
+        if not isinstance(key, str):
+            raise TypeError(f"run_config keys must be str, got {key!r}")
+        try:
+            config[f"run_config/{key}"] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            continue  # not JSON-serialisable: not saved, not compared
+    return config
+
+
+def _check_same_config(saved: dict | None, config: dict, directory: Any, epoch: int) -> None:
+    if saved is None:  # saved before configurations were: resumed unchecked
+        return
+    differences = [
+        f"{key}: {saved.get(key, '(absent)')!r} in the checkpoint, "
+        f"{config.get(key, '(absent)')!r} now"
+        for key in sorted(set(saved) | set(config))
+        if saved.get(key, None) != config.get(key, None) or (key in saved) != (key in config)
+    ]
+    if differences:
+        raise ValueError(
+            f"checkpoint_dir {os.fspath(directory)} holds epoch {epoch} of a run with another "
+            "configuration; resuming would mix two runs:\n  " + "\n  ".join(differences)
+            + "\nUse another checkpoint_dir, or the checkpoint's settings to resume it."
+        )
 
 
 def _step_stats(callbacks: list[Callback]) -> Any:
@@ -271,11 +497,15 @@ def _step_stats(callbacks: list[Callback]) -> Any:
 
 
 def _as_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of stablejax.callbacks.Callback instances, "
+                        f"got {_describe(callbacks)}")
     callbacks = list(callbacks)
-    for cb in callbacks:
+    for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
             raise TypeError(
-                f"callbacks must be stablejax.callbacks.Callback instances, got {cb!r}"
+                f"callbacks[{i}] must be a stablejax.callbacks.Callback instance (subclass "
+                f"Callback and override its hooks), got {_describe(cb)}"
             )
     return callbacks
 

@@ -17,7 +17,9 @@ The notes' Fashion-MNIST model with batch normalisation after each hidden layer:
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +50,25 @@ __all__ = [
 BATCH_NORM_PLACEMENTS = (None, "after", "before")
 
 ActivationLike = str | Callable[[jax.Array], jax.Array]
+
+
+def _size(name: str, value: Any) -> int:
+    """``value`` as an int after checking it is an integer >= 1 (NumPy ints too, not bools).
+
+    ``_checks.index`` takes bools as 0 and 1; a bool given as a layer size is a mistake.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (a layer size), got {value!r}")
+    return int(value)
+
+
+def _check_width(layer: str, axis_name: str, expected: int, x: jax.Array, axis: int) -> None:
+    # Static shapes: checked while tracing, before anything compiles.
+    if x.ndim == 0 or x.shape[axis] != expected:
+        raise ValueError(
+            f"{layer} expects inputs with {expected} features on axis {axis} "
+            f"({axis_name}={expected}), got an input of shape {tuple(x.shape)}"
+        )
 
 
 def _check_momentum_epsilon(momentum: float, epsilon: float) -> None:
@@ -127,7 +148,7 @@ class BatchNorm(nnx.BatchNorm):
         use_running_average: bool = False,
         rngs: nnx.Rngs,
     ) -> None:
-        index("num_features", num_features, 1)
+        num_features = _size("num_features", num_features)
         _check_momentum_epsilon(momentum, epsilon)
         super().__init__(
             num_features,
@@ -155,6 +176,8 @@ class BatchNorm(nnx.BatchNorm):
         ``mask`` (broadcastable to ``x``, True where a sample counts) restricts the
         batch statistics to the masked positions, as in Flax.
         """
+        if x.ndim and -x.ndim <= self.axis < x.ndim:
+            _check_width("BatchNorm", "num_features", self.num_features, x, self.axis)
         if use_running_average is None:
             use_running_average = self.use_running_average
         if not self.trainable or use_running_average:
@@ -163,13 +186,23 @@ class BatchNorm(nnx.BatchNorm):
         if frozen_calls is None:
             return super().__call__(x, False, mask=mask).astype(x.dtype)
         # Frozen for the first calls of a freeze-then-fine-tune run: inference mode,
-        # chosen inside the compiled step so that the switch needs no recompilation.
-        frozen = frozen_calls[...] > 0
-        moving = self.mean[...], self.var[...]
-        y_frozen = super().__call__(x, True)
-        y = jnp.where(frozen, y_frozen, super().__call__(x, False, mask=mask))
-        self.mean[...] = jnp.where(frozen, moving[0], self.mean[...])
-        self.var[...] = jnp.where(frozen, moving[1], self.var[...])
+        # chosen inside the compiled step so that the switch needs no recompilation. A
+        # branch, so each call normalises once (frozen: with the moving statistics, left
+        # unchanged; else with the batch's, updating the moving ones).
+        graphdef, variables = nnx.split(self)
+
+        def normalise(running: bool, variables: nnx.State) -> tuple[jax.Array, nnx.State]:
+            layer = nnx.merge(graphdef, variables, copy=True)
+            y = nnx.BatchNorm.__call__(layer, x, running, mask=None if running else mask)
+            return y, nnx.state(layer, nnx.BatchStat)
+
+        y, statistics = jax.lax.cond(
+            frozen_calls[...] > 0,
+            functools.partial(normalise, True),
+            functools.partial(normalise, False),
+            variables,
+        )
+        nnx.update(self, statistics)
         frozen_calls[...] = jnp.maximum(frozen_calls[...] - 1, 0)
         return y.astype(x.dtype)
 
@@ -224,9 +257,8 @@ class PReLU(nnx.Module):
         *,
         param_dtype: DTypeLike = jnp.float32,
     ) -> None:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if any(not isinstance(d, int) or d < 1 for d in shape):
-            raise ValueError(f"shape must be positive integers, got {shape!r}")
+        dims: Any = (shape,) if isinstance(shape, numbers.Integral) else shape
+        shape = tuple(_size("shape", d) for d in dims)
         if not math.isfinite(alpha_init):
             raise ValueError(f"alpha_init must be finite, got {alpha_init!r}")
         self.alpha = nnx.Param(jnp.full(shape, alpha_init, param_dtype))
@@ -463,9 +495,8 @@ class Dense(nnx.Linear):
         use_bias: bool = True,
         rngs: nnx.Rngs,
     ) -> None:
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        in_features = _size("in_features", in_features)
+        out_features = _size("out_features", out_features)
         super().__init__(
             in_features,
             out_features,
@@ -477,6 +508,7 @@ class Dense(nnx.Linear):
 
     def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
         """Applies the affine map (``out_sharding`` as in ``nnx.Linear``) then the activation."""
+        _check_width("Dense", "in_features", self.in_features, inputs, -1)
         return self.activation(super().__call__(inputs, out_sharding=out_sharding))
 
 
@@ -558,11 +590,14 @@ def mlp(
     """
     if batch_norm not in BATCH_NORM_PLACEMENTS:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_PLACEMENTS}, got {batch_norm!r}")
-    hidden = tuple(hidden)
-    if any(not isinstance(h, int) or h < 1 for h in hidden):
-        raise ValueError(f"hidden must be positive integers, got {hidden!r}")
-    if not (isinstance(output_size, int) and output_size >= 1):
-        raise ValueError(f"output_size must be an integer >= 1, got {output_size!r}")
+    if isinstance(hidden, (str, bytes, numbers.Number)) or not hasattr(hidden, "__iter__"):
+        raise TypeError(
+            f"hidden must be a sequence of layer sizes such as [300, 100] or [300], got "
+            f"{hidden!r} ({type(hidden).__name__})"
+        )
+    hidden = tuple(_size("hidden", h) for h in hidden)
+    output_size = _size("output_size", output_size)
+    input_shape = tuple(_size("input_shape", d) for d in input_shape)
     _check_momentum_epsilon(momentum, epsilon)
     if not isinstance(scan_layers, bool):
         raise ValueError(f"scan_layers must be a bool, got {scan_layers!r}")

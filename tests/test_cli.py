@@ -125,7 +125,7 @@ def test_train_runs_prints_table_and_resumes(capsys, tmp_path):
     # The same command again says the run is complete and prints its history.
     assert cli.main(argv(2)) == 0
     again = capsys.readouterr().out
-    assert "already holds this run, complete (2 of 2 epochs)" in again
+    assert "already holds a complete run (2 of 2 epochs)" in again
     # Asking for 3 epochs resumes after epoch 2: the first two rows are unchanged.
     assert cli.main(argv(3)) == 0
     second = capsys.readouterr().out
@@ -148,10 +148,20 @@ def test_checkpoint_of_another_model_exits_2(capsys, tmp_path):
     capsys.readouterr()
     assert cli.main(base + ["--hidden", "32"]) == 2
     err = capsys.readouterr().err
-    # The first line names the checkpoint; the next ones the paths that differ.
-    assert "epoch_1" in err.splitlines()[0]
-    assert "layers/" in err and "expected" in err
+    # The first line names the checkpoint; the next ones the settings that differ.
+    assert "run" in err.splitlines()[0]
+    assert "parameters/layers/1/kernel" in err and "hidden" in err
     assert 2 <= err.count("\n") <= 7
+
+
+def test_resuming_with_another_learning_rate_is_refused(capsys, tmp_path):
+    base = ["train", "--hidden", "8", "--epochs", "1", "--batch-size", "256", "--quiet",
+            "--checkpoint-dir", str(tmp_path / "run")]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main([*base[:4], "2", *base[5:], "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "lr" in err and "0.001" in err and "0.5" in err
 
 
 def test_diagnose_prints_the_table_and_verdict_and_writes_the_figure(capsys, tmp_path):

@@ -105,7 +105,7 @@ def test_read_idx_corrupt_gzip(tmp_path):
 # ---------------------------------------------------------------- fashion_mnist
 
 
-def fake_fashion(directory, n_train=12, n_test=4, side=5, compress=True):
+def fake_fashion(directory, n_train=12, n_test=4, side=28, compress=True):
     rng = np.random.default_rng(0)
     arrays = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
@@ -140,7 +140,7 @@ def test_fashion_mnist_splits_like_the_book(tmp_path, compress):
 def test_fashion_mnist_dtype_and_no_validation(tmp_path):
     arrays = fake_fashion(tmp_path)
     splits = data.fashion_mnist(tmp_path, validation=0, dtype=np.float64)
-    assert splits.valid.x.shape == (0, 5, 5)
+    assert splits.valid.x.shape == (0, 28, 28)
     assert splits.train.x.dtype == np.float64
     np.testing.assert_array_equal(splits.train.x, arrays["train-images-idx3-ubyte"] / 255.0)
 
