@@ -199,6 +199,8 @@ def fit(
                        "validation_data")
     if run_config is not None and not isinstance(run_config, dict):
         raise TypeError(f"run_config must be a dict of settings, got {_describe(run_config)}")
+    if checkpoint_dir is not None:
+        _check_writable_directory(checkpoint_dir)
 
     state = init_state(model, tx) if state is None else state
     for i, cb in enumerate(callbacks):
@@ -479,6 +481,21 @@ def _check_same_config(saved: dict | None, config: dict, directory: Any, epoch: 
             "configuration; resuming would mix two runs:\n  " + "\n  ".join(differences)
             + "\nUse another checkpoint_dir, or the checkpoint's settings to resume it."
         )
+
+
+def _check_writable_directory(directory: str | os.PathLike) -> None:
+    """Creates ``checkpoint_dir`` if needed; a ValueError before training if it cannot be
+    written (a file, a path under a file, no permission), not after the first epoch."""
+    path = os.fspath(directory)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"checkpoint_dir {path!r} is, or is under, a file: give a "
+                         "directory") from None
+    except OSError as error:
+        raise ValueError(f"checkpoint_dir {path!r} cannot be created: {error.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir {path!r} is not writable")
 
 
 def _step_stats(callbacks: list[Callback]) -> Any:

@@ -194,3 +194,16 @@ def test_diagnose_batch_larger_than_the_data_exits_2(capsys):
     assert cli.main(["diagnose", "--batch-size", "100000"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--batch-size 100000" in err
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_a_checkpoint_dir_that_cannot_be_written_is_one_line_before_training(capsys, tmp_path,
+                                                                             where):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = blocker if where == "file" else blocker / "run"
+    assert cli.main(["train", "--hidden", "8", "--epochs", "1", "--quiet",
+                     "--checkpoint-dir", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert "checkpoint_dir" in err and "file" in err and err.count("\n") == 1
+    assert "epoch" not in out  # nothing trained
