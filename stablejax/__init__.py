@@ -9,7 +9,7 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
 Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
-``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``) and ``sj.fit`` load on
+``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``) and ``sj.fit`` load on
 first use.
 """
 
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         loop,
         nn,
         steps,
+        sweep,
         train,
         transfer,
     )
@@ -91,7 +92,7 @@ __version__ = "0.1.0"
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
     "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "loop", "nn",
-    "steps", "train", "transfer",
+    "steps", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
@@ -129,6 +130,7 @@ __all__ = [
     "schedules",
     "steps",
     "stopping",
+    "sweep",
     "train",
     "transfer",
     "transforms",
