@@ -2,7 +2,7 @@
 
 - :func:`signal_propagation`: one forward and one backward pass on one batch, measured
   layer by layer as in Glorot & Bengio's figures, with a verdict ("vanishing",
-  "exploding" or "healthy") and the notes' fix.
+  "exploding" or "healthy") and the fix from docs/guide.md.
 - :func:`record_gradient_stats`: an Optax transformation that keeps the global gradient
   norm and each leaf's norm in its state, so a compiled train step can report them.
 - :func:`recommend`: the classic initialisation table applied to a built model.

@@ -526,7 +526,7 @@ def mlp(
     scan_layers: bool = False,
     rngs: nnx.Rngs,
 ) -> nnx.Sequential:
-    """Builds the notes' dense networks in one call, as an ``nnx.Sequential``.
+    """Builds the dense networks of docs/guide.md §1.3 in one call, as an ``nnx.Sequential``.
 
     - ``batch_norm=None``: Flatten -> [Dense(h, activation)] * k -> Dense(output).
     - ``batch_norm="after"`` (the notes' first model): Flatten -> BatchNorm ->

@@ -183,7 +183,7 @@ def freeze_then_finetune(
     first: optax.GradientTransformation,
     then: optax.GradientTransformation,
 ) -> optax.GradientTransformation:
-    """The notes' two-phase schedule as one optimizer.
+    """The two-phase schedule of docs/guide.md §1.4 as one optimizer.
 
     For the first ``frozen_steps`` updates only the parameters ``trainable`` selects (the
     new head) train, with ``first``; the rest (the reused layers) get exact zero

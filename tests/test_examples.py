@@ -1,7 +1,9 @@
 """Every script in examples/ runs, with a tiny budget, and learns."""
 
+import os
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,8 +14,24 @@ pytestmark = pytest.mark.slow  # every test here trains with fit
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
+NUMBERED = sorted(EXAMPLES.glob("[0-9]*.py"))
+
+
 def test_every_example_is_tested():
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["notes_recipe.py"]
+    names = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert names == sorted([p.name for p in NUMBERED] + ["notes_recipe.py"])
+    assert len(NUMBERED) >= 9
+
+
+@pytest.mark.parametrize("script", NUMBERED, ids=lambda p: p.name)
+def test_numbered_example_runs(script):
+    env = dict(os.environ, STABLEJAX_EXAMPLE_EPOCHS="1", STABLEJAX_CACHE_DIR="off")
+    root = str(EXAMPLES.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, str(script)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()
 
 
 def test_notes_recipe_runs(monkeypatch, capsys):
