@@ -620,10 +620,8 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
         skipped = outs.pop("skipped").astype(bool) & ran
         longest = int(outs.pop("skips")[ran].max(initial=0))
         ok = ran & ~skipped
-        for k, v in outs.items():
-            totals[k] = totals.get(k, 0.0) + float(
-                np.sum(v[ok].astype(np.float64) * batching.sizes[ok])
-            )
+        for k, v in _weighted_sums(outs, batching.sizes, ok).items():
+            totals[k] = totals.get(k, 0.0) + v
         totals["count"] += float(batching.sizes[ok].sum())
         totals["skipped"] += float(skipped.sum())
         if longest >= max_consecutive_skips:
@@ -642,6 +640,12 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
     logs = _means(totals)
     logs["skipped"] = totals["skipped"]
     return state, logs
+
+
+def _weighted_sums(outs: dict[str, Any], sizes: np.ndarray, ok: np.ndarray) -> dict[str, float]:
+    """Float64 sums of each per-step value over the steps ``ok``, weighted by batch size."""
+    return {k: float(np.sum(np.asarray(v)[ok].astype(np.float64) * sizes[ok]))
+            for k, v in outs.items()}
 
 
 def _means(totals: dict[str, float]) -> dict[str, float]:

@@ -31,21 +31,24 @@ import numpy as np
 import optax
 from flax import nnx
 
-from stablejax import data, losses, optimizers
+from stablejax import losses, optimizers
 from stablejax._checks import index
 from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax.loop import (
     EVAL_BATCH_SIZE,
     _as_split,
+    _Batching,
     _check_model,
     _check_targets,
     _means_of,
     _outputs,
+    _weighted_sums,
 )
 from stablejax.steps import (
     Loss,
     TrainState,
     _train_body,
+    batch_sizes,
     init_state,
     make_eval_scan,
     update_model,
@@ -172,9 +175,8 @@ def run(
     enable_compilation_cache()
     epoch_call = _make_epoch(nnx.graphdef(models[0]), tx, loss)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-    n = len(x)
-    full, rest = divmod(n, batch_size)
-    sizes = np.array([batch_size] * full + ([rest] if rest else []), np.float64)
+    batching = _Batching(len(x), batch_size, shuffle, data_seed)
+    sizes = np.array(batch_sizes(len(x), batch_size), np.float64)
     if valid is not None:
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
         evaluate = jax.jit(jax.vmap(make_eval_scan(models[0], loss, batch_size=val_batch),
@@ -183,20 +185,19 @@ def run(
 
     histories: list[dict[str, list[float]]] = [{} for _ in seeds]
     for epoch in range(epochs):
-        order = data.epoch_order(n, shuffle=shuffle, seed=data_seed, epoch=epoch)
-        order = order.astype(np.int32)
-        rows = jnp.asarray(order[: full * batch_size].reshape(full, batch_size))
-        tail = jnp.asarray(order[full * batch_size:]) if rest else None
-        stacked, outs = epoch_call(stacked, x_dev, y_dev, rows, tail)
+        rows, tail = batching.epoch(epoch)
+        # Only the full batches: fit's padding row (when all samples are in the tail) is
+        # not needed here.
+        stacked, outs = epoch_call(stacked, x_dev, y_dev, jnp.asarray(rows[: batching.full]),
+                                   None if tail is None else jnp.asarray(tail))
         outs = jax.device_get(outs)  # each (steps, members)
         skipped = outs.pop("skipped").astype(bool)
         logs: list[dict[str, float]] = [{} for _ in seeds]
         for m in range(len(seeds)):
             ok = ~skipped[:, m]
             count = float(sizes[ok].sum())
-            for k, v in outs.items():
-                total = float(np.sum(v[ok, m].astype(np.float64) * sizes[ok]))
-                logs[m][k] = total / count if count else float("nan")
+            sums = _weighted_sums({k: v[:, m] for k, v in outs.items()}, sizes, ok)
+            logs[m] = {k: total / count if count else float("nan") for k, total in sums.items()}
         if valid is not None:
             val = jax.device_get(evaluate(stacked, val_x, val_y))
             for m in range(len(seeds)):
