@@ -764,7 +764,9 @@ def _kernel_grads(grads: Any) -> list[tuple[str, jax.Array]]:
         if name.split("/")[-1] != "kernel":
             continue
         if "/blocks/" in f"/{name}" and leaf.ndim == 3:  # an nn.Stack: one slice per block
-            rows += [(f"{name}[{i}]", leaf[i]) for i in range(leaf.shape[0])]
+            # Named per block as nn.variables names them: layers/4/blocks[2]/.../kernel.
+            rows += [(f"/{name}".replace("/blocks/", f"/blocks[{i}]/", 1)[1:], leaf[i])
+                     for i in range(leaf.shape[0])]
         else:
             rows.append((name, leaf))
     return rows

@@ -406,3 +406,10 @@ def test_gradient_monitor_is_quiet_on_a_healthy_net(small_data, recwarn):
 def test_gradient_monitor_threshold_is_checked(threshold):
     with pytest.raises(ValueError, match="threshold"):
         diagnostics.GradientMonitor(threshold)
+
+
+def test_gradient_monitor_names_stacked_kernels_as_variables_does():
+    model = nn.mlp([8] * 4, input_shape=(4,), output_size=2, scan_layers=True,
+                   rngs=nnx.Rngs(0))
+    names = [name for name, _ in diagnostics._kernel_grads(nnx.state(model, nnx.Param))]
+    assert names == [name for name, _ in nn.variables(model) if name.endswith("kernel")]
