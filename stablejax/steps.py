@@ -363,7 +363,7 @@ def make_eval_scan(
         split = full * batch_size
         xs = x[:split].reshape(full, batch_size, *x.shape[1:])
         ys = y[:split].reshape(full, batch_size, *y.shape[1:])
-        _, outs = jax.lax.scan(lambda c, b: (c, step(state, b)), None, (xs, ys))
+        _, outs = jax.lax.scan(lambda s, b: (s, step(s, b)), state, (xs, ys))
         if split < len(x):
             last = step(state, (x[split:], y[split:]))
             outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}

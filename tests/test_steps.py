@@ -82,3 +82,18 @@ def test_non_finite_batch_is_skipped_and_counted(digits):
         assert tree_equal(getattr(new, field), getattr(state, field)), field
     good, metrics = step(new, (digits.train.x[:16], digits.train.y[:16]))
     assert int(metrics["skipped"]) == 0 and int(good.skips) == 0
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_eval_scan_equals_eval_step_per_batch_with_stacked_batch_norm(scan_layers):
+    # A stacked batch-norm model once failed inside the scan over batches (its blocks
+    # wrote their statistics back across traces).
+    model = sj.nn.mlp([8] * 4, input_shape=(4,), output_size=3, batch_norm="after",
+                      scan_layers=scan_layers, rngs=nnx.Rngs(0))
+    state = train.init_state(model, sj.sgd(0.1))
+    x = jax.random.normal(jax.random.key(1), (10, 4))
+    y = jax.numpy.arange(10, dtype=jax.numpy.int32) % 3
+    outs = sj.steps.make_eval_scan(model, batch_size=4)(state, x, y)
+    step = train.make_eval_step(model)
+    expected = [float(step(state, (x[i:i + 4], y[i:i + 4]))["loss"]) for i in (0, 4, 8)]
+    np.testing.assert_allclose(np.asarray(outs["loss"]), expected, rtol=1e-6)
