@@ -92,7 +92,7 @@ __version__ = "0.1.0"
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
     "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "loop", "nn",
-    "steps", "sweep", "train", "transfer",
+    "steps", "study", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
