@@ -1,6 +1,9 @@
-"""The ``stablejax`` command: train a dense network, or diagnose one before training.
+"""The ``stablejax`` command: run the study, train a dense network, or diagnose one.
 
 Examples::
+
+    stablejax study                       # the quick study on digits, into study/
+    stablejax study --full --only init,clip --out study-full
 
     stablejax train --data digits --hidden 300 100 --activation selu --batch-norm after \\
         --optimizer nadam --lr 1e-3 --schedule exponential --epochs 10 --checkpoint-dir runs/x
@@ -22,7 +25,7 @@ DECAY_EPOCHS = 20.0  # s of the power and exponential schedules, in epochs
 BOUNDARIES = (5, 15)  # epochs where the piecewise schedule drops
 FACTOR, PLATEAU_PATIENCE = 0.5, 2  # the plateau schedule's reduction
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "rrelu", "prelu", "elu", "selu")
-# "normal" is N(0, 1), the historical choice the notes start from.
+# "normal" is N(0, 1), the historical choice docs/guide.md starts from.
 INITS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
          "lecun_normal", "normal")
 
@@ -55,6 +58,17 @@ _positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 _natural = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < math.inf, "a finite number > 0")
 _fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+STUDY_SECTIONS = ("init", "clip", "optimizers", "schedules", "transfer")
+
+
+def _sections(text: str) -> list[str]:
+    """An argparse type: comma-separated study section names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STUDY_SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected section names from {','.join(STUDY_SECTIONS)}, got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a dense network and print its per-epoch history",
-        description="Train a dense network (the notes' Fashion-MNIST model family) and "
+        description="Train a dense network (the Fashion-MNIST model family of docs/guide.md) and "
         "print a progress bar per epoch and a final table.",
     )
     train.add_argument("--data", choices=("digits", "fashion_mnist", "synthetic"),
@@ -117,6 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-compilation-cache", action="store_true",
                        help="do not read or write compiled programs in the cache directory "
                             "($STABLEJAX_CACHE_DIR, default ~/.cache/stablejax/jax)")
+    study = commands.add_parser(
+        "study",
+        help="measure what each technique does and write a report with figures",
+        description="Train the study's configurations (initialisation x activation x "
+        "batch norm, clipping, optimizers, schedules, transfer learning) and write "
+        "REPORT.md and PNG figures into --out; print the summary.",
+    )
+    size = study.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="budget", const="quick",
+                      help="the default: about 3 minutes on a 2-core CPU with the digits")
+    size.add_argument("--full", action="store_const", dest="budget", const="full",
+                      help="deeper nets, more seeds and epochs")
+    study.set_defaults(budget="quick")
+    study.add_argument("--only", type=_sections, default=None, metavar="SECTIONS",
+                       help="comma-separated sections to run, from "
+                            f"{','.join(STUDY_SECTIONS)} (default: all)")
+    study.add_argument("--out", default="study",
+                       help="directory for REPORT.md and the figures (default: study)")
+    study.add_argument("--data", choices=("digits", "fashion_mnist"), default="digits",
+                       help="data set (default: digits, bundled)")
+    study.add_argument("--data-dir", default=None,
+                       help="directory of the four Fashion-MNIST IDX .gz files "
+                            "(only with --data fashion_mnist)")
+    study.add_argument("--seed", type=_natural, default=0, help="study seed (default: 0)")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
     diagnose = commands.add_parser(
         "diagnose",
         help="measure how a fresh network's signal and gradients propagate",
@@ -374,11 +413,42 @@ def diagnose_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def study_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Runs ``stablejax study``; returns the exit status.
+
+    A bad configuration (``--data-dir`` without Fashion-MNIST or the reverse, an output
+    directory that cannot be written, missing data files) is a one-line error with
+    status 2, before any training.
+    """
+    from stablejax import study
+    from stablejax.compilation_cache import enable
+
+    if args.data_dir is not None and args.data != "fashion_mnist":
+        print("stablejax: error: --data-dir only applies with --data fashion_mnist",
+              file=sys.stderr)
+        return 2
+    enable()
+    try:
+        result = study.run(args.out, data=args.data, data_dir=args.data_dir,
+                           budget=args.budget, sections=args.only, seed=args.seed,
+                           progress=not args.quiet,
+                           command=" ".join(["stablejax", *argv]))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"stablejax: error: {error}", file=sys.stderr)
+        return 2
+    print(result.summary_table())
+    print(f"report written to {result.report} ({result.seconds:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablejax`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "diagnose":
         return diagnose_command(args)
+    if args.command == "study":
+        return study_command(args, argv)
     return train_command(args)
 
 

@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache, turned on for ``fit`` and the command.
 
-Compiling the train call is most of a short run's time (about 1.5-3 s for the notes'
+Compiling the train call is most of a short run's time (about 1.5-3 s for the guide's
 model on a 2-core CPU, against milliseconds per epoch of digits). With the cache on, XLA
 writes every compiled program to disk and the next process that compiles the same
 program (same model, optimizer, shapes, JAX version and device) loads it instead.

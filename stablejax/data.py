@@ -3,7 +3,8 @@
 * `digits`: scikit-learn's bundled 8x8 handwritten digits (1797 real images, no download),
   split into train/validation/test.
 * `fashion_mnist`: Fashion-MNIST read from its four IDX files in a local directory, split
-  the way the notes' book does it (the first 5000 training images are the validation set).
+  the way Géron's book (Hands-On Machine Learning, ch. 11) does it (the first 5000
+  training images are the validation set).
 * `read_idx`: a strict reader for the IDX format those files use.
 * `synthetic_classification`: Gaussian blobs for tests.
 * `batches` / `num_batches`: mini-batches with shuffling that is reproducible per
@@ -228,7 +229,8 @@ def fashion_mnist(
     Reads ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz`` (or the same names
     without ``.gz``). Images are scaled to ``x = pixels / 255`` in [0, 1], labels are
-    int32. As in the notes' book, the *first* `validation` training images are the
+    int32. As in Géron's book (Hands-On Machine Learning, ch. 11), the *first*
+    `validation` training images are the
     validation set: ``valid = train_full[:validation]``, ``train = train_full[validation:]``
     (default 5000 of 60000); the 10000 t10k images are the test set.
 

@@ -260,7 +260,7 @@ class SignalReport:
       saturated: the largest saturated fraction of a hidden layer (0 if none saturates).
       dead: the largest dead fraction of a hidden layer.
       verdict: ``"vanishing"``, ``"exploding"`` or ``"healthy"``.
-      reason: the evidence (layer, figure) and the notes' fix, in one sentence.
+      reason: the evidence (layer, figure) and the fix of docs/guide.md, in one sentence.
     """
 
     layers: list[LayerStats]
@@ -366,7 +366,7 @@ def _layer_stats(site: _Site, figures: dict[str, Any]) -> LayerStats:
 
 
 def _fix(layers: list[LayerStats], hidden: list[int], direction: str) -> str:
-    """The notes' fix: the matched initialiser, else a non-saturating activation / batch norm."""
+    """The guide's fix: the matched initialiser, else a non-saturating activation or BN."""
     for i in hidden:
         r = layers[i]
         if r.kernel_std is None or r.table_std is None or r.fan_in is None:
@@ -702,7 +702,7 @@ class Recommendation:
 
 
 def recommend(model: nnx.Module) -> list[Recommendation]:
-    """The notes' initialisation table applied to every kernel layer of a built model.
+    """The initialisation table of docs/guide.md §1.1 applied to every kernel layer.
 
     For each layer with a kernel (``Dense``, ``nnx.Linear``, ...; a ``Stack``'s blocks
     one by one) its activation (its own, or for a layer without one the activation that
@@ -788,7 +788,7 @@ class GradientMonitor(Callback):
 
     The first epoch whose ``grad_ratio`` leaves ``[1 / threshold, threshold]`` issues one
     ``UserWarning`` for the run (the callback's state remembers it across resumes),
-    naming ``vanishing`` or ``exploding``, the two layers, the figure and the notes' fix.
+    naming ``vanishing`` or ``exploding``, the two layers, the figure and the fix of docs/guide.md.
     Training is unchanged: the statistics are extra outputs of the step.
 
     Args:

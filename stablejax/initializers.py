@@ -108,7 +108,7 @@ def variance_scaling(
     The draw is ``jax.nn.initializers.variance_scaling``'s, bitwise, for float32 and
     float64 kernels of rank >= 2 (see the warning for the other cases).
 
-    The notes' "He initialisation averaged over fan-in and fan-out" is one call:
+    docs/guide.md's "He initialisation averaged over fan-in and fan-out" is one call:
     ``variance_scaling(2.0, "fan_avg", "uniform")``.
 
     Example::

@@ -3,7 +3,7 @@
 Every loss returns the mean over the batch. The ``*_from_logits`` forms are
 ``optax.losses`` (which returns one loss per example) averaged; they are the
 numerically safer choice for a model without an output activation. The other forms
-take a model that ends in ``softmax`` or ``sigmoid`` (as the notes' models do) and clip
+take a model that ends in ``softmax`` or ``sigmoid`` (as the models of docs/guide.md do) and clip
 the probabilities to ``[1e-7, 1 - 1e-7]`` like Keras; Optax has no probability-input
 cross-entropy.
 """

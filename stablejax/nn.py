@@ -3,7 +3,7 @@
 Deep stacks of identical layers compile once with ``mlp(..., scan_layers=True)``: the
 repeated layers become a :class:`Stack`, their variables stacked and run by a scan.
 
-The notes' Fashion-MNIST model with batch normalisation after each hidden layer::
+The Fashion-MNIST model of docs/guide.md §1.3 with batch normalisation after each hidden layer::
 
     from flax import nnx
     import stablejax as sj
@@ -529,16 +529,16 @@ def mlp(
     """Builds the dense networks of docs/guide.md §1.3 in one call, as an ``nnx.Sequential``.
 
     - ``batch_norm=None``: Flatten -> [Dense(h, activation)] * k -> Dense(output).
-    - ``batch_norm="after"`` (the notes' first model): Flatten -> BatchNorm ->
+    - ``batch_norm="after"`` (docs/guide.md's first model): Flatten -> BatchNorm ->
       [Dense(h, activation) -> BatchNorm] * k -> Dense(output).
-    - ``batch_norm="before"`` (the notes' second model): Flatten -> BatchNorm ->
+    - ``batch_norm="before"`` (its second model): Flatten -> BatchNorm ->
       [Dense(h, use_bias=False) -> BatchNorm -> Activation] * k -> Dense(output);
       batch norm's beta makes the Dense bias redundant.
 
     With ``kernel_init=None`` each hidden layer takes the initialiser matched to
     ``activation`` and the output layer the one matched to ``output_activation``. The
     trainable and non-trainable parameter counts equal Keras's for the same
-    architecture (e.g. 268,978 and 2,368 for the notes' first model).
+    architecture (e.g. 268,978 and 2,368 for docs/guide.md's first model).
 
     ``scan_layers=True`` makes deep stacks compile once. A hidden block is the
     bracketed group above; the rule: every maximal run of at least two consecutive
@@ -565,7 +565,7 @@ def mlp(
       kernel_init: initialiser for the hidden kernels (default: matched to activation).
       batch_norm: None, ``"after"`` or ``"before"``.
       output_size: units of the output layer.
-      output_activation: ``"softmax"`` (the notes), ``"sigmoid"``, None for logits, ...
+      output_activation: ``"softmax"`` (docs/guide.md), ``"sigmoid"``, None for logits, ...
       momentum, epsilon: batch-norm hyperparameters (Keras's defaults).
       scan_layers: stack repeated hidden blocks and scan over them (a bool, default False).
       rngs: ``nnx.Rngs``.

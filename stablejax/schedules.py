@@ -59,7 +59,7 @@ def power_decay(
         p = t / s \quad(\text{or } \lfloor t / s \rfloor \text{ with ``staircase``})
 
     With the defaults (``c=1.0``, ``rate=1.0``, ``staircase=False``) this is the
-    notes' law :math:`\eta_0 / (1 + t/s)`: the rate is divided by 2 after ``s``
+    guide's law (docs/guide.md §3) :math:`\eta_0 / (1 + t/s)`: the rate is divided by 2 after ``s``
     steps, by 3 after ``2s`` steps, and so on.
 
     Args:
@@ -126,7 +126,7 @@ def exponential_decay(
         p = t / s \quad(\text{or } \lfloor t / s \rfloor \text{ with ``staircase``})
 
     With the default ``rate=0.1`` the rate drops tenfold every ``s`` steps, the
-    notes' :math:`\eta_0 \cdot 0.1^{t/s}`.
+    guide's :math:`\eta_0 \cdot 0.1^{t/s}`.
 
     Args:
       lr0: initial learning rate :math:`\eta_0`, in (0, inf).
@@ -153,7 +153,7 @@ def exponential_decay(
       the latter because Optax's factory branches in Python on ``transition_steps``
       and ``decay_rate``, so it cannot be built with a traced ``s`` or ``rate``
       (under ``jit`` or ``vmap``, e.g. a sweep over decay rates); this one can.
-      The notes apply the law per *epoch*; per step that is
+      docs/guide.md applies the law per *epoch*; per step that is
       ``exponential_decay(lr0, s * steps_per_epoch)``, or use :func:`per_epoch`.
 
     References:
@@ -195,7 +195,7 @@ def piecewise_constant(
     Args:
       boundaries: strictly increasing steps at which the value changes, finite numbers.
       values: the ``len(boundaries) + 1`` values, finite numbers >= 0.
-      inclusive: ``"right"`` (Keras) or ``"left"`` (Optax, PyTorch, the notes).
+      inclusive: ``"right"`` (Keras) or ``"left"`` (Optax, PyTorch, docs/guide.md).
         Default ``"right"``.
 
     Returns:
@@ -265,7 +265,7 @@ def per_epoch(
     start of each epoch.
 
     - Without ``num_epochs``, ``schedule`` is traced with the epoch as an integer
-      array, which suits arithmetic such as the notes' ``lr0 * 0.1 ** (epoch / s)``.
+      array, which suits arithmetic such as docs/guide.md's ``lr0 * 0.1 ** (epoch / s)``.
     - With ``num_epochs``, ``schedule`` is called once per epoch ``0 .. num_epochs - 1``
       with a Python ``int`` when ``per_epoch`` is built, and the results are stored in
       a table: any function works, including ones with Python ``if`` branches

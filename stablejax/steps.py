@@ -184,7 +184,7 @@ def make_train_step(
       metrics: ``{name: fn(outputs, targets)}``; default accuracy for the cross-entropies.
       donate: donate the input state's buffers (the caller must not reuse that state).
       skip_nonfinite: guard against non-finite steps as above: one reduction over the
-        gradients and a branch around the update (measured on the notes' model, Adam,
+        gradients and a branch around the update (measured on the guide's model, Adam,
         batch 32, 2-core CPU: about 8% of a step inside ``fit``'s device loop, within
         noise for a step called alone; a select per state array cost 36%). False
         trusts every step. The guard does not look at the update itself: an optimizer

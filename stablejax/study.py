@@ -125,7 +125,8 @@ ORDERING = (
 )
 # Section "clip": SGD with momentum 0.9 at this rate makes the deep ReLU + He net explode.
 CLIP_LEARNING_RATE = 0.1
-CLIP_VARIANTS = (("no clipping", {}), ("clipvalue=1", {"clipvalue": 1.0}),
+CLIP_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+                 ("no clipping", {}), ("clipvalue=1", {"clipvalue": 1.0}),
                  ("clipnorm=1", {"clipnorm": 1.0}),
                  ("global_clipnorm=1", {"global_clipnorm": 1.0}))
 # Sections "optimizers" and "schedules": a 5-hidden-layer ELU + He net of `width` units.
@@ -135,6 +136,8 @@ SCHEDULE_LR0 = 0.01  # SGD with momentum 0.9, as in the guide's schedule example
 # Section "transfer": model B tells these two classes apart; model A learns the others.
 TRANSFER_PAIRS = {"digits": (3, 5), "fashion_mnist": (5, 6)}  # Fashion: sandal, shirt
 TRANSFER_HIDDEN = (100, 100, 50)
+# SGD rates: B from scratch; B on A's head while A's layers are frozen, then everything.
+TRANSFER_RATES = {"scratch": 0.01, "frozen": 0.1, "finetune": 0.01}
 
 
 def _optimizers() -> list[tuple[str, Callable[[float], optax.GradientTransformation], float]]:
@@ -217,7 +220,8 @@ class PairCheck:
     clear: bool
 
 
-def check_ordering(ranked: Sequence[tuple[str, Sequence[float]]]) -> list[PairCheck]:
+def check_ordering(ranked: Sequence[tuple[str, Sequence[float] | np.ndarray]]
+                   ) -> list[PairCheck]:
     """Checks a claimed ranking, best first, pair by adjacent pair.
 
     Args:
@@ -241,7 +245,7 @@ def _sd(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
-def _spread(values: Sequence[float]) -> str:
+def _spread(values: Sequence[float] | np.ndarray) -> str:
     """``mean ± sd`` over seeds, with NaN shown as such."""
     x = np.asarray(values, np.float64)
     if not np.all(np.isfinite(x)):
@@ -446,7 +450,7 @@ def _section_init(ctx: _Context) -> Section:
         held = sum(c.held for c in checks)
         where = "without" if batch_norm is None else "with"
         lines = [f"- {c.better} > {c.worse}: {'held' if c.held else 'did not hold'} "
-                 f"(gap {c.gap:+.3f}{', clear of seed noise' if c.clear else ', within seed noise'})"
+                 f"(gap {c.gap:+.3f}, {'clear of' if c.clear else 'within'} seed noise)"
                  for c in checks]
         verdicts.append(f"**{where.capitalize()} batch norm**, {held} of {len(checks)} "
                         "steps of the ordering held:\n\n" + "\n".join(lines))
@@ -692,7 +696,7 @@ def _section_transfer(ctx: _Context) -> Section:
 
     runs_a = ctx.sweep("transfer: model A", make_a, sj.nadam(1e-3), seeds,
                        train=task_a(ctx.data.train), valid=task_a(ctx.data.valid))
-    models_a = dict(zip(seeds, (r.model for r in runs_a), strict=True))
+    models_a: dict[int, Any] = dict(zip(seeds, (r.model for r in runs_a), strict=True))
 
     def head(seed: int) -> nnx.Module:
         return sj.nn.Dense(TRANSFER_HIDDEN[-1], 1, activation="sigmoid",
@@ -708,13 +712,15 @@ def _section_transfer(ctx: _Context) -> Section:
     batch_b = min(ctx.budget.batch_size, 8)
     steps_b = sj_data.num_batches(len(train_b.x), batch_b)
     epochs_b, frozen = 2 * ctx.budget.epochs, max(ctx.budget.epochs // 2, 1)
-    common = dict(train=train_b, valid=held_b, loss="binary_crossentropy", epochs=epochs_b,
-                  batch_size=batch_b)
-    scratch = ctx.sweep("transfer: B from scratch", make_scratch, sj.sgd(0.01), seeds, **common)
+    common: dict[str, Any] = dict(train=train_b, valid=held_b, loss="binary_crossentropy",
+                                  epochs=epochs_b, batch_size=batch_b)
+    scratch = ctx.sweep("transfer: B from scratch", make_scratch,
+                        sj.sgd(TRANSFER_RATES["scratch"]), seeds, **common)
     probe = make_on_a(seeds[0])
     tx = sj.transfer.freeze_then_finetune(
         probe, sj.transfer.not_matching(sj.transfer.reused_paths(models_a[seeds[0]])),
-        frozen_steps=frozen * steps_b, first=sj.sgd(0.01), then=sj.sgd(0.001))
+        frozen_steps=frozen * steps_b, first=sj.sgd(TRANSFER_RATES["frozen"]),
+        then=sj.sgd(TRANSFER_RATES["finetune"]))
     on_a = ctx.sweep("transfer: B on A", make_on_a, tx, seeds, **common)
 
     acc_s, acc_a = np.array(_final(scratch, "val_accuracy")), np.array(_final(on_a, "val_accuracy"))

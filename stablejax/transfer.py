@@ -3,7 +3,7 @@
 The classic recipe, as functions::
 
     model_a = ...                                   # trained, e.g. restored with
-    sj.checkpoint.load_model("runs/a", model_a)     # the notes' keras.models.load_model
+    sj.checkpoint.load_model("runs/a", model_a)     # Keras's keras.models.load_model
     model_b = sj.transfer.reuse(model_a, sj.nn.Dense(100, 1, activation="sigmoid",
                                                      rngs=nnx.Rngs(1)))
     reused = sj.transfer.reused_paths(model_a)      # every layer but model A's head
@@ -196,7 +196,7 @@ def freeze_then_finetune(
     The switch happens inside the compiled step, by step count: one ``fit`` call, no
     recompilation. What is kept across the switch: the parameters, the batch-norm
     statistics and the step count; ``then`` starts with a fresh state, exactly like
-    Keras's recompile in the notes' recipe (which also resets the optimizer).
+    Keras's recompile in docs/guide.md §1.4 (which also resets the optimizer).
 
     Batch-norm layers among the reused ones run in inference mode during the first
     phase, as Keras runs frozen ones, and train from the switch on
