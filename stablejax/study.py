@@ -766,7 +766,8 @@ def _section_transfer(ctx: _Context) -> Section:
         f"SGD 0.01. B on A: A's hidden layers (a copy) and a new head; for {frozen} "
         "epochs only the head trains (SGD 0.01), then everything (SGD 0.001) "
         f"(`sj.transfer.freeze_then_finetune`). Seeds {seeds} (model A's initialisation "
-        "and B's head); the 40 images are drawn once, with the study's seed.",
+        f"and B's head); the {len(train_b.x)} images are drawn once, with the study's "
+        "seed.",
         _table(["model", "training images", "epochs", "accuracy", "error rate"], rows),
         f"![transfer]({figure})",
         f"{finding}. The error rate went from {err_s:.3f} to {err_a:.3f}: "

@@ -40,7 +40,13 @@ def test_check_ordering_against_hand_computed_gaps():
     assert checks[1].gap == pytest.approx(-0.06) and not checks[1].clear
 
 
-def test_the_whole_study_writes_every_table_and_figure(tmp_path):
+def test_the_whole_study_writes_every_table_and_figure(tmp_path, monkeypatch):
+    # Four of the ten activation set-ups keep the test's compile count down.
+    configs = [c for c in study.INIT_CONFIGS
+               if c[0] in ("sigmoid + Glorot", "ReLU + He", "ELU + He", "SELU + LeCun")]
+    monkeypatch.setattr(study, "INIT_CONFIGS", tuple(configs))
+    monkeypatch.setattr(study, "ORDERING", tuple(
+        (name, labels) for name, labels in study.ORDERING if labels[0] in {c[0] for c in configs}))
     result = study.run(tmp_path, budget=TINY, progress=False)
     text = (tmp_path / "REPORT.md").read_text()
     assert result.report == os.path.join(tmp_path, "REPORT.md")
@@ -56,8 +62,9 @@ def test_the_whole_study_writes_every_table_and_figure(tmp_path):
     assert [r[0] for r in _rows(text, "schedule")] == list(study.SCHEDULES)
     assert len(_rows(text, "model")) == 3
     for word in ("JAX " + __import__("jax").__version__, "wall time", "budget: tiny",
-                 "held", "sequential"):
+                 "sequential"):
         assert word in text
+    assert len(re.findall(r"\d of 3 steps of the ordering held", text)) == 2
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".study-")]
     # Every section's finding is in the summary.
     assert len(_rows(result.summary_table(), "section")) == len(study.SECTIONS)
