@@ -633,7 +633,7 @@ def load(
                     raise ValueError(
                         f"{path}: layer {plan.keras_name!r}: weight {k} ({attribute}) has "
                         f"shape {array.shape}, expected {shape}")
-                _variable(plan.module, attribute).value = jnp.asarray(array, jnp.float32)
+                _variable(plan.module, attribute)[...] = jnp.asarray(array, jnp.float32)
             trainable += [f"layers/{i}/{a}" for a, _ in plan.weights[: plan.trainable]]
         description = (cfg.get("compile_config") or {}).get("optimizer")
         if not description:
@@ -761,8 +761,6 @@ def _keras_layers(
 
     for i, layer in enumerate(model.layers):
         where = f"layer {i} ({type(layer).__name__})"
-        if isinstance(layer, nn.Stack):
-            raise ValueError(f"{where}: a scanned stack; save sj.nn.unroll(model) instead")
         if isinstance(layer, nn.Flatten):
             out.append(("Flatten", {"data_format": "channels_last"}, [], 0))
             sample = (math.prod(sample),)
@@ -892,6 +890,10 @@ def save(
     path = os.fspath(path)
     if not isinstance(model, nnx.Sequential):
         raise ValueError(f"model must be an nnx.Sequential, got {type(model).__name__}")
+    stacks = [i for i, layer in enumerate(model.layers) if isinstance(layer, nn.Stack)]
+    if stacks:
+        raise ValueError(f"layers {stacks} are scanned stacks; save sj.nn.unroll(model) "
+                         "instead")
     if state is not None:
         model = nnx.clone(model)
         steps.update_model(model, state)
@@ -942,6 +944,9 @@ def save(
             else:
                 opt_state = state.opt_state
             slots = _read_opt_state(opt_state, class_name, full)
+            if not isinstance(full["learning_rate"], dict):
+                # As Keras writes it: the current rate, a float32 value.
+                full = {**full, "learning_rate": float(np.float32(slots["learning_rate"]))}
             trees = {slot: dict(_path_leaves(value)) for slot, value in slots.items()
                      if not isinstance(value, jax.Array | np.ndarray)}
             group = h5.create_group("optimizer/vars")
