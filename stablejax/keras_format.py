@@ -252,7 +252,8 @@ def _slot_groups(class_name: str, cfg: dict[str, Any]) -> list[tuple[str, ...]]:
     if class_name == "Adagrad":
         return [("accumulator",)]
     if class_name == "RMSprop":
-        return ([("velocity",)] + ([("momentum",)] if cfg["momentum"] > 0 else [])
+        groups: list[tuple[str, ...]] = [("velocity",)]
+        return (groups + ([("momentum",)] if cfg["momentum"] > 0 else [])
                 + ([("average_gradient",)] if cfg["centered"] else []))
     if class_name == "Adam":
         return [("momentum", "velocity")] + ([("velocity_hat",)] if cfg["amsgrad"] else [])
@@ -432,7 +433,7 @@ def _chain(cfg: dict[str, Any], path: str) -> tuple[list[dict[str, Any]], tuple[
                 for node in nodes for arg in node.get("args", [])
                 if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__"
             ]
-            expected = [previous] if previous is not None else []
+            expected: list[str] = [previous] if previous is not None else []
             if len(nodes) > 1 or sources != expected:
                 raise ValueError(f"{path}: layer {layer.get('name')!r} is not fed by the layer "
                                  "before it; only functional chains of layers load")
@@ -679,8 +680,8 @@ def load(
                 f"{path}: optimizer variable {k} ({slot} of {target}) has shape "
                 f"{value.shape}, expected {params[target].shape}")
         per_slot.setdefault(slot, {})[target] = value
-    for slot, arrays in per_slot.items():
-        slots[slot] = _tree(state.params, arrays)
+    for slot, by_path in per_slot.items():
+        slots[slot] = _tree(state.params, by_path)
     schedule = None
     if isinstance(full["learning_rate"], dict):
         schedule = _schedule(full["learning_rate"])
@@ -803,11 +804,9 @@ def _keras_layers(
                 "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
                 "gamma_constraint": None, "synchronized": False,
             }
-            weights = []
-            if layer.use_scale:
-                weights.append((f"layers/{i}/scale", layer.scale[...]))
-            if layer.use_bias:
-                weights.append((f"layers/{i}/bias", layer.bias[...]))
+            weights = [(f"layers/{i}/{name}", _variable(layer, name)[...])
+                       for name, used in (("scale", layer.use_scale), ("bias", layer.use_bias))
+                       if used]
             trainable = len(weights)
             weights += [(f"layers/{i}/mean", layer.mean[...]), (f"layers/{i}/var", layer.var[...])]
             out.append(("BatchNormalization", cfg, weights, trainable))

@@ -342,6 +342,58 @@ def test_optimizer_takes_keras_names_and_defaults():
         kf.optimizer("Adam", use_ema=True)
 
 
+def _live_cases():
+    elu = sj.nn.Activation(functools.partial(sj.activations.elu, alpha=0.5))
+    prelu = sj.nn.mlp([8, 8], input_shape=(4,), activation="prelu", rngs=nnx.Rngs(0))
+    # Without the batch norm on the inputs, whose beta would be a noisy array (it feeds a
+    # Dense and then a batch norm).
+    before = sj.nn.mlp([8, 8], input_shape=(4,), activation="selu", batch_norm="before",
+                       rngs=nnx.Rngs(1))
+    before = nnx.Sequential(before.layers[0], *before.layers[2:])
+    relu = sj.nn.mlp([8], input_shape=(4,), activation="relu", batch_norm="before",
+                     output_activation=None, rngs=nnx.Rngs(2))
+    relu = nnx.Sequential(relu.layers[0], *relu.layers[2:], elu, sj.nn.Activation("softmax"))
+    inverse = {"class_name": "InverseTimeDecay", "config": {
+        "initial_learning_rate": 0.05, "decay_steps": 3, "decay_rate": 0.5, "staircase": True}}
+    pieces = {"class_name": "PiecewiseConstantDecay", "config": {
+        "boundaries": [3, 6], "values": [0.01, 0.005, 0.001]}}
+    return {
+        "rmsprop": (prelu, kf.optimizer("RMSprop", learning_rate=0.01, momentum=0.5,
+                                        centered=True)),
+        "adagrad": (before, kf.optimizer("Adagrad", learning_rate=0.05, clipvalue=0.5)),
+        "adam": (relu, kf.optimizer("Adam", learning_rate=pieces, amsgrad=True)),
+        "sgd": (sj.nn.mlp([8], input_shape=(4,), rngs=nnx.Rngs(3)),
+                kf.optimizer("SGD", learning_rate=inverse, momentum=0.9)),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["rmsprop", "adagrad", "adam", "sgd"])
+def test_live_keras_continues_our_runs(case, tmp_path):
+    """Only where Keras is installed: the other optimizers and layers, without fixtures.
+
+    No Dense here feeds a batch norm with a bias, nor a batch norm a Dense and a batch
+    norm, so no gradient is rounding noise and every array is held to ``RTOL``.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    model, tx = _live_cases()[case]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 10, 64)
+    history = sj.fit(model, tx, (x, y), epochs=1, batch_size=16, shuffle=False, verbose=0)
+    kf.save(tmp_path / "epoch1.keras", model, history.state, tx, input_shape=(4,))
+    theirs = keras.models.load_model(tmp_path / "epoch1.keras")
+    theirs.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    theirs.save(tmp_path / "keras.keras")
+    history = sj.fit(model, tx, (x, y), epochs=2, batch_size=16, shuffle=False, verbose=0,
+                     state=history.state)
+    kf.save(tmp_path / "ours.keras", model, history.state, tx, input_shape=(4,))
+    ours, keras_arrays = h5_arrays(tmp_path / "ours.keras"), h5_arrays(tmp_path / "keras.keras")
+    assert ours.keys() == keras_arrays.keys()
+    for key in ours:
+        assert_close(ours[key], keras_arrays[key], f"{case} {key}")
+
+
 @pytest.mark.slow
 def test_live_round_trip_with_keras(data, tmp_path):
     """Only where Keras is installed: Keras reads what we write and we read what it writes."""
