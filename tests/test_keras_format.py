@@ -184,6 +184,20 @@ def test_load_maps_the_schedule_and_the_activation_layers():
     assert int(inject.hyperparams_states["learning_rate"].count) == 16
 
 
+def test_a_functional_chain_loads_and_a_branching_model_does_not():
+    model, tx, state = kf.load(DATA / "keras_functional.keras")
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dense"]
+    assert model.layers[1].activation.fn is sj.activations.elu
+    assert int(state.step) == 8
+    momentum = kf._states(state.opt_state)[sj.ScaleByMomentumState].velocity
+    arrays = h5_arrays(DATA / "keras_functional.keras")
+    # RMSprop's variables: iterations, rate, 4 mean squares, then 4 momentums (sign flipped:
+    # Keras keeps +lr * g / sqrt(s) in it, stablejax the update's sign).
+    assert np.array_equal(momentum["layers"][2]["kernel"][...], -arrays["optimizer/vars/8"])
+    with pytest.raises(ValueError, match="not fed by the layer before it"):
+        kf.load(DATA / "keras_branch.keras")
+
+
 def _rewrite(src: Path, dst: Path, config=None, weights=None, drop=()):
     """A copy of the archive ``src`` with its config and weights file changed."""
     with zipfile.ZipFile(src) as archive:

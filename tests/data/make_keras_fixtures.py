@@ -22,6 +22,11 @@ batches of 32 (8 updates per epoch), unshuffled:
   ``stablejax.keras_format.save``; Keras loads that file and trains a 3rd epoch, whose
   weights and optimizer variables are recorded under ``stablejax/epoch3/...``.
 
+Two more files test how models are read: ``keras_functional.keras``, a functional chain
+(Flatten, Dense 4 ELU, Dense 10 softmax) trained one epoch by RMSprop with momentum, and
+``keras_branch.keras``, an uncompiled functional model whose two Dense layers both read
+the input (not a chain).
+
 Weights are keyed ``<layer index>/<weight index>`` in Keras's order (``model.layers``,
 which leaves out the input layer; ``layer.weights``), optimizer variables
 ``optimizer/<index>`` in the order of ``optimizer.variables``.
@@ -115,6 +120,20 @@ def stablejax_twin(keras_model: Any) -> nnx.Sequential:
     return nnx.Sequential(*fresh)
 
 
+def functional_files(keras: Any, x: np.ndarray, y: np.ndarray) -> None:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8))
+    hidden = keras.layers.Dense(4, activation="elu")(keras.layers.Flatten()(inputs))
+    chain = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+    chain.compile(optimizer=keras.optimizers.RMSprop(0.01, momentum=0.5),
+                  loss="sparse_categorical_crossentropy")
+    chain.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    chain.save(HERE / "keras_functional.keras")
+    inputs = keras.Input((4,))
+    branches = keras.layers.Add()([keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)])
+    keras.Model(inputs, branches).save(HERE / "keras_branch.keras")
+
+
 def main() -> None:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
@@ -122,6 +141,7 @@ def main() -> None:
     pixels, labels = data()
     x, y = pixels.astype(np.float32) / 16, labels.astype(np.int32)
     np.savez_compressed(HERE / "keras_digits.npz", pixels=pixels, labels=labels)
+    functional_files(keras, x, y)
     for case, (layers, (class_name, config)) in CASES.items():
         out: dict[str, np.ndarray] = {}
 
