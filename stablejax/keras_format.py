@@ -8,9 +8,10 @@ equivalent stablejax optimizer and a :class:`~stablejax.steps.TrainState` holdin
 saved optimizer variables; :func:`save` writes one that ``keras.models.load_model`` reads
 and that continues training in Keras::
 
-    model, tx, state = sj.keras_format.load("run.keras")     # trained 2 epochs in Keras
-    sj.fit(model, tx, (x, y), epochs=1, state=state, shuffle=False)  # the 3rd epoch
-    sj.keras_format.save("run.keras", model, tx=tx)           # Keras continues from here
+    model, tx, state = sj.keras_format.load("run.keras")  # trained 2 epochs in Keras
+    history = sj.fit(model, tx, (x, y), epochs=1, state=state, shuffle=False)  # epoch 3
+    sj.keras_format.save("next.keras", model, history.state, tx, input_shape=(8, 8))
+    # keras.models.load_model("next.keras").fit(x, y, shuffle=False) runs epoch 4
 
 What maps (anything else is refused with a ``ValueError`` naming it):
 
@@ -692,6 +693,8 @@ def load(
     opt_state = _fill_opt_state(state.opt_state, class_name, full, slots, schedule)
     step = jnp.asarray(slots["iterations"], jnp.int32)
     state = state._replace(opt_state=opt_state, step=step)
+    # One buffer per leaf (the counts above share one), committed as init_state's are, so
+    # that fit can donate the state and compiles once.
     return model, tx, jax.tree.map(steps._own_buffer, state)
 
 
