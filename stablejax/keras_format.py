@@ -645,7 +645,10 @@ def load(
             raise ValueError(f"{path}: the optimizer {description!r} is not a Keras "
                              "optimizer config")
         opt_cfg = dict(description.get("config") or {})
-        tx = optimizer(str(description.get("class_name")), **opt_cfg)
+        try:
+            tx = optimizer(str(description.get("class_name")), **opt_cfg)
+        except ValueError as err:
+            raise ValueError(f"{path}: cannot load the optimizer: {err}") from None
         class_name, full = _DESCRIBED[tx.update]
         state = steps.init_state(model, tx)
         if "optimizer/vars" not in h5 or len(h5["optimizer/vars"]) == 0:

@@ -254,7 +254,7 @@ def test_unsupported_optimizers_and_options_are_refused(tmp_path):
 
     for edit, name in ((lion, "Lion"), (decay, "weight_decay")):
         path = _rewrite(DATA / "keras_adam.keras", tmp_path / "m.keras", config=edit)
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=f"m.keras: cannot load the optimizer: .*{name}"):
             kf.load(path)
     with pytest.raises(ValueError, match="CosineDecay"):
         kf.optimizer("SGD", learning_rate={"class_name": "CosineDecay", "config": {}})
