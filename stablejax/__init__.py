@@ -9,8 +9,8 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
 Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
-``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``) and ``sj.fit`` load on
-first use.
+``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``, ``study``, ``keras_format``)
+and ``sj.fit`` load on first use.
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ if TYPE_CHECKING:
         compilation_cache,
         data,
         diagnostics,
+        keras_format,
         loop,
         nn,
         steps,
+        study,
         sweep,
         train,
         transfer,
@@ -91,8 +93,8 @@ __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
-    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "loop", "nn",
-    "steps", "study", "sweep", "train", "transfer",
+    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics",
+    "keras_format", "loop", "nn", "steps", "study", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
@@ -122,6 +124,7 @@ __all__ = [
     "diagnostics",
     "guard",
     "initializers",
+    "keras_format",
     "loop",
     "losses",
     "nn",
@@ -130,6 +133,7 @@ __all__ = [
     "schedules",
     "steps",
     "stopping",
+    "study",
     "sweep",
     "train",
     "transfer",
