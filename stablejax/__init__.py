@@ -8,9 +8,9 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
     tx = optax.chain(sj.clip_by_global_norm(1.0), sj.nadam(1e-3))
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
-Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
-``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``, ``study``, ``keras_format``)
-and ``sj.fit`` load on first use.
+Flax, Orbax, scikit-learn, tqdm, matplotlib or h5py (``nn``, ``steps``, ``callbacks``,
+``loop``, ``train``, ``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``,
+``sweep``, ``study``, ``keras_format``) and ``sj.fit`` load on first use.
 """
 
 from __future__ import annotations
