@@ -177,3 +177,17 @@ def test_missing_fashion_mnist_files_exit_2_before_training(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Fashion-MNIST files missing" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o" / "REPORT.md").exists()
+
+
+def test_fashion_mnist_files_feed_the_study_capped_to_the_budget(tmp_path):
+    from test_data import fake_fashion
+
+    fake_fashion(tmp_path, n_train=5300, n_test=50)
+    budget = study.Budget("tiny", depth=2, width=8, seeds=2, epochs=1, transfer_seeds=2,
+                          max_train=200)
+    study.run(tmp_path / "out", data="fashion_mnist", data_dir=tmp_path, budget=budget,
+              sections="transfer", progress=False)
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "Fashion-MNIST (28x28)" in text and "200 training, 5000 validation and 50 test" in text
+    # The book's pair: sandals (5) against shirts (6).
+    assert "tells 5 from 6" in text
