@@ -9,8 +9,8 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
 Flax, Orbax, scikit-learn or tqdm (``nn``, ``steps``, ``callbacks``, ``loop``, ``train``,
-``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``) and ``sj.fit`` load on
-first use.
+``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``, ``sweep``, ``distributed``) and
+``sj.fit`` load on first use.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         compilation_cache,
         data,
         diagnostics,
+        distributed,
         loop,
         nn,
         steps,
@@ -91,7 +92,8 @@ __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
-    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "loop", "nn",
+    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "distributed",
+    "loop", "nn",
     "steps", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
@@ -120,6 +122,7 @@ __all__ = [
     "compilation_cache",
     "data",
     "diagnostics",
+    "distributed",
     "guard",
     "initializers",
     "loop",

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from stablejax import losses
+from stablejax import distributed, losses
 from stablejax._checks import index
 from stablejax.guard import all_finite
 
@@ -49,6 +49,7 @@ __all__ = [
 Batch = tuple[jax.Array, jax.Array]
 Loss = str | Callable[[jax.Array, jax.Array], jax.Array]
 Metrics = dict[str, Callable[[jax.Array, jax.Array], jax.Array]]
+Mesh = jax.sharding.Mesh
 
 
 class TrainState(NamedTuple):
@@ -102,12 +103,18 @@ def _train_body(
     metrics: Metrics | None,
     skip_nonfinite: bool = True,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     loss_fn = losses.get(loss)
     metric_fns = _metric_fns(loss, metrics)
     reserved = {"loss", "skipped", "skips", "ran", "count", *metric_fns}
 
     def body(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        if mesh is not None:
+            # The partitioner does the rest: reductions over the sharded batch (loss,
+            # gradients, batch-norm statistics) become all-reduces over "data".
+            batch = distributed.constrain_batch(batch, mesh)
         x, y = batch
         params_before = state.params
 
@@ -154,6 +161,8 @@ def _train_body(
                 raise ValueError(f"step statistics may not be named {clash}: fit reports "
                                  "those itself")
             out.update({name: jnp.asarray(v) for name, v in stats.items()})
+        if mesh is not None:  # the layout the next step (or loop iteration) expects
+            state = distributed.constrain_state(state, mesh, shard_optimizer_state)
         return state, out
 
     return body
@@ -168,6 +177,8 @@ def make_train_step(
     donate: bool = True,
     skip_nonfinite: bool = True,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns a jit-compiled, pure ``(state, (x, y)) -> (state, metrics)``.
 
@@ -194,13 +205,45 @@ def make_train_step(
       step_stats: ``fn(grads, params) -> {name: scalar}``, extra values to report
         (e.g. gradient norms), computed from the step's gradients and the parameters
         before the update; names must differ from the loss and metrics.
+      mesh: run data-parallel on this ``jax.sharding.Mesh`` (one with a ``"data"``
+        axis, e.g. ``sj.distributed.data_mesh()``): the step places the state
+        replicated on the mesh and the global batch split along ``"data"`` (a batch
+        whose size does not divide over the devices runs whole on each of them), and
+        the numbers equal one device's up to float32 rounding; batch-norm statistics
+        are the global batch's. Across processes every process passes the same whole
+        batch. See :mod:`stablejax.distributed`.
+      shard_optimizer_state: with ``mesh``, split the optimizer state's buffers along
+        ``"data"`` (see :func:`stablejax.distributed.state_shardings`); same numbers.
 
     Returns:
       ``step(state, batch)``; metrics hold ``loss``, ``skipped``, each metric and each
-      step statistic.
+      step statistic. With ``mesh``, ``step.lower(state, batch)`` lowers the compiled
+      program for inspection.
     """
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats)
-    return jax.jit(body, donate_argnums=(0,) if donate else ())
+    _check_mesh(mesh, shard_optimizer_state)
+    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+                       mesh, shard_optimizer_state)
+    jitted = jax.jit(body, donate_argnums=(0,) if donate else ())
+    if mesh is None:
+        return jitted
+
+    def placed(state: TrainState, batch: Batch) -> tuple[TrainState, Batch]:
+        return (distributed.place_state(state, mesh, shard_optimizer_state),
+                distributed.shard_batch(batch, mesh))
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        return jitted(*placed(state, batch))
+
+    step.lower = lambda state, batch: jitted.lower(*placed(state, batch))  # type: ignore[attr-defined]
+    return step
+
+
+def _check_mesh(mesh: Mesh | None, shard_optimizer_state: bool) -> None:
+    if mesh is not None:
+        distributed.check_mesh(mesh)
+    elif shard_optimizer_state:
+        raise ValueError("shard_optimizer_state=True needs a mesh to shard along: pass "
+                         "mesh=sj.distributed.data_mesh()")
 
 
 def _eval_body(
@@ -243,6 +286,8 @@ def make_train_scan(
     skip_nonfinite: bool = True,
     max_consecutive_skips: int | None = None,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns a compiled ``run(state, x, y, rows, start, count, tail=None, use_tail=False)``.
 
@@ -264,6 +309,13 @@ def make_train_scan(
     :func:`make_train_step`); entries of steps that did not run are 0. The input state
     is donated.
 
+    With ``mesh`` (see :func:`make_train_step`) the caller places the arguments: the
+    state as :func:`stablejax.distributed.place_state` does, ``x``, ``y``, ``rows`` and
+    ``tail`` replicated (:func:`stablejax.distributed.replicate`). Each step then splits
+    its row of indices along ``"data"``, so every device gathers and trains on its part
+    of the global batch; a tail whose size does not divide over the devices runs whole
+    on each of them.
+
     Example::
 
         >>> import jax.numpy as jnp, numpy as np, stablejax as sj
@@ -280,9 +332,13 @@ def make_train_scan(
     """
     if max_consecutive_skips is not None:
         index("max_consecutive_skips", max_consecutive_skips, 1)
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats)
+    _check_mesh(mesh, shard_optimizer_state)
+    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+                       mesh, shard_optimizer_state)
 
     def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
+        if mesh is not None:  # each device gathers its own rows of the batch
+            idx = distributed.constrain_batch(idx, mesh)
         state, out = body(state, (x[idx], y[idx]))
         out["skips"] = state.skips
         out["ran"] = jnp.ones((), jnp.int32)
@@ -323,6 +379,8 @@ def make_train_scan(
 
             wanted = jnp.asarray(use_tail) & (i >= stop) & going(state)
             state, outs = jax.lax.cond(wanted, run_tail, lambda carry: carry, (state, outs))
+        if mesh is not None:  # whole on every device: each process can read them
+            outs = distributed.constrain_replicated(outs, mesh)
         return state, outs
 
     return jax.jit(run, donate_argnums=(0,))
