@@ -271,3 +271,34 @@ def test_resuming_another_models_checkpoint_names_the_difference(eight):
     expected = r"parameters/layers/2/kernel: \[64, 32\] in the checkpoint, \[64, 16\] now"
     with pytest.raises(ValueError, match=expected):
         _fit(model=wider, epochs=EPOCHS, checkpoint_dir=eight["checkpoint_dir"])
+
+
+TRAIN = ["train", "--data", "synthetic", "--hidden", "16", "--batch-norm", "after",
+         "--epochs", "1", "--quiet", "--no-compilation-cache"]
+
+
+def test_command_trains_on_two_devices_as_on_one(capsys):
+    from stablejax import cli
+
+    assert cli.main(TRAIN) == 0
+    alone = capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-m", "stablejax.cli", *TRAIN, "--devices", "2"],
+                          env=_env(2), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    # The table and the test line, to 4 significant digits.
+    assert done.stdout.splitlines()[-3:] == alone.splitlines()[-3:]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--devices", "4"], "--devices 4 but JAX sees 1 cpu device(s); on the CPU set "
+                         "XLA_FLAGS=--xla_force_host_platform_device_count=4 in the "
+                         "environment before starting"),
+    (["--coordinator", "127.0.0.1:1"], "--coordinator, --num-processes and --process-id go "
+                                       "together"),
+])
+def test_command_device_errors_exit_2_with_one_line(capsys, extra, message):
+    from stablejax import cli
+
+    assert cli.main(TRAIN + extra) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"stablejax: error: {message}"
