@@ -45,7 +45,11 @@ __all__ = [
     "place",
     "place_state",
     "replicate",
+    "batch_sharding",
     "shard_batch",
+    "constrain_batch",
+    "constrain_state",
+    "constrain_replicated",
     "per_device_bytes",
 ]
 
@@ -133,7 +137,7 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     chosen = list(jax.devices() if devices is None else devices)
     if not chosen:
         raise ValueError("devices must hold at least one device, got none")
-    if len({id(d) for d in chosen}) != len(chosen) or len(set(chosen)) != len(chosen):
+    if len(set(chosen)) != len(chosen):
         raise ValueError(f"devices must not repeat a device, got {chosen}")
     return Mesh(np.array(chosen, dtype=object), (AXIS,))
 

@@ -251,6 +251,8 @@ def test_bad_meshes_and_arguments():
         sj.fit(model, tx, data, epochs=1, shard_optimizer_state=True, verbose=0)
     with pytest.raises(ValueError, match=r"devices must hold at least one device"):
         sj.distributed.data_mesh([])
+    with pytest.raises(ValueError, match=r"devices must not repeat a device"):
+        sj.distributed.data_mesh(jax.devices()[:1] * 2)
     for kwargs, match in (({"coordinator_address": "localhost"}, "host:port"),
                           ({"num_processes": 0}, "num_processes"),
                           ({"process_id": 2}, r"process_id must be in \[0, num_processes=2\)"),
