@@ -2,8 +2,9 @@
 the optimizer state each device holds with and without ``shard_optimizer_state``.
 
 The notes' model (784-300-100-10, three batch norms, ELU, Adam) trains on 8,192 random
-28x28 samples for 3 epochs at a global batch of 256 with ``mesh=data_mesh()``; the figure
-is the median of epochs 2-3 (compilation excluded). Each device count runs in its own
+28x28 samples for 3 epochs at a global batch of 256 with ``mesh=data_mesh()`` (and once
+without a mesh, the reference); the figure is the median of epochs 2-3 (compilation
+excluded). Each device count runs in its own
 process, started with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``; the two-process
 row starts two processes of one device each, joined by ``sj.distributed.initialize`` on
 loopback with gloo. On a CPU the simulated devices share the same cores, so these rows
@@ -90,7 +91,7 @@ def worker(devices: int) -> None:
 
     import stablejax as sj
 
-    mesh = sj.distributed.data_mesh()
+    mesh = sj.distributed.data_mesh() if devices else None
     out: dict = {"devices": jax.device_count(), "rate": _rate(mesh)}
     if devices == 8:
         out["bytes"] = {name: [_opt_bytes(hidden, mesh, shard) for shard in (False, True)]
@@ -123,10 +124,11 @@ def _last_json(text: str) -> dict:
 def main() -> None:
     here = os.path.abspath(__file__)
     rows = []
-    for devices in (1, 2, 4, 8):
+    for devices in (0, 1, 2, 4, 8):
         done = subprocess.run([sys.executable, here, "--devices", str(devices)],
                               env=_env(devices), capture_output=True, text=True, check=True)
-        rows.append((f"1 process x {devices} device(s)", _last_json(done.stdout)))
+        label = f"1 process x {devices} device(s)" if devices else "no mesh (reference)"
+        rows.append((label, _last_json(done.stdout)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
@@ -136,7 +138,7 @@ def main() -> None:
     outs = [p.communicate(timeout=600)[0] for p in procs]
     rows.append(("2 processes x 1 device", _last_json(outs[0])))
     base = rows[0][1]["rate"]
-    print("| run | devices | samples/s | vs 1 device |")
+    print("| run | devices | samples/s | vs no mesh |")
     print("|---|---|---|---|")
     for label, result in rows:
         print(f"| {label} | {result['devices']} | {result['rate']:,.0f} | "
@@ -144,7 +146,7 @@ def main() -> None:
     print()
     print("| model | Adam state per device, replicated | sharded on 8 devices | ratio |")
     print("|---|---|---|---|")
-    for name, (whole, split) in rows[3][1]["bytes"].items():
+    for name, (whole, split) in rows[4][1]["bytes"].items():
         label = "notes' 784-300-100-10" if name == "notes" else "wide 784-4096-4096-4096-10"
         print(f"| {label} | {whole:,} B | {split:,} B | {split / whole:.3f} |")
 

@@ -15,8 +15,10 @@ is written here: this module builds the mesh and says where each array lives::
     ('data',)
 
 Several processes (hosts) run the same program after :func:`initialize`; the mesh then
-spans every process's devices, each process passes the same whole data to ``fit`` and
-feeds its own devices their part of each global batch.
+spans every process's devices. Each process passes the same whole data: ``fit`` places
+the training set on each of its devices (so it must fit in one device's memory) and
+each device gathers its own rows of every global batch; :func:`shard_batch` gives each
+process's devices only their rows of a batch.
 """
 
 from __future__ import annotations
