@@ -15,10 +15,9 @@ is written here: this module builds the mesh and says where each array lives::
     ('data',)
 
 Several processes (hosts) run the same program after :func:`initialize`; the mesh then
-spans every process's devices. Each process passes the same whole data: ``fit`` places
-the training set on each of its devices (so it must fit in one device's memory) and
-each device gathers its own rows of every global batch; :func:`shard_batch` gives each
-process's devices only their rows of a batch.
+spans every process's devices. Each process passes the same whole data, and ``fit``
+feeds its own devices their rows of every global batch (:func:`gather_rows`: each epoch,
+a device receives its ``1/n`` of the epoch's samples, nothing more).
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ __all__ = [
     "replicate",
     "batch_sharding",
     "shard_batch",
+    "gather_rows",
     "constrain_batch",
     "constrain_state",
     "constrain_replicated",
@@ -260,6 +260,28 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                          f"sizes {sorted(rows)} (-1: a scalar)")
     sharding = batch_sharding(rows.pop(), mesh)
     return jax.tree.map(lambda a: _put(a, sharding), batch)
+
+
+def gather_rows(data: np.ndarray, rows: np.ndarray, mesh: Mesh) -> jax.Array:
+    """``data[rows]`` on ``mesh``, built by each device from the host's ``data``.
+
+    ``rows`` holds sample indices: ``(batch,)`` for one batch or ``(steps, batch)`` for an
+    epoch's batches. The batch axis (the last of ``rows``) is split along ``"data"`` when
+    it divides over the devices (else each device holds it whole, see
+    :func:`batch_sharding`), and each device gathers only its own rows from ``data``;
+    across processes, every process holds the same ``data`` and ``rows`` and feeds only
+    its own devices.
+    """
+    rows = np.asarray(rows)
+    spec = batch_sharding(rows.shape[-1], mesh).spec
+    sharding = NamedSharding(mesh, P(*([None] * (rows.ndim - 1)), *spec))
+    shape = rows.shape + data.shape[1:]
+
+    def part(where: Any) -> np.ndarray:
+        picked = data[rows[where[: rows.ndim]]]
+        return picked[(slice(None),) * rows.ndim + tuple(where[rows.ndim:])]
+
+    return jax.make_array_from_callback(shape, sharding, part)
 
 
 def constrain_batch(batch: Any, mesh: Mesh) -> Any:

@@ -160,9 +160,10 @@ def fit(
         one-device run up to float32 rounding (measured on 8 simulated CPU devices:
         ``tests/test_distributed.py``). The partial last batch of an epoch runs
         whole on every device when its size does not divide over them (the same
-        numbers; sharded when it does). The training set is placed whole on every
-        device (each gathers its own rows of each batch); across processes, every
-        process passes the same ``train_data``. Validation runs replicated. Resuming a
+        numbers; sharded when it does). Each epoch, every device receives only its
+        rows of the epoch's batches, gathered on the host from ``train_data``; across
+        processes, every process passes the same ``train_data`` and feeds its own
+        devices. Validation runs replicated. Resuming a
         checkpoint places it on the mesh (a run saved on 8 devices resumes on 1, and
         the other way round). ``None``: the default device.
       shard_optimizer_state: with ``mesh``, split the optimizer state's buffers (Adam's
@@ -253,8 +254,10 @@ def fit(
     run = make_train_scan(model, tx, loss, metrics=metrics,
                           max_consecutive_skips=max_consecutive_skips,
                           step_stats=_step_stats(callbacks), mesh=mesh,
-                          shard_optimizer_state=shard_optimizer_state)
-    x_dev, y_dev = place.whole(jnp.asarray(x)), place.whole(jnp.asarray(y))
+                          shard_optimizer_state=shard_optimizer_state,
+                          batched=mesh is not None)
+    # On a mesh, each epoch's batches are gathered from the host, each device its rows.
+    x_dev, y_dev = (x, y) if mesh is not None else (jnp.asarray(x), jnp.asarray(y))
     batching = _Batching(len(x), batch_size, shuffle, seed)
     plan = _CallPlan(steps_per_call, verbose)
     if valid is not None:
@@ -635,6 +638,16 @@ class _Placement:
     def whole(self, array: Any) -> Any:
         return array if self.mesh is None else distributed.replicate(array, self.mesh)
 
+    def epoch(self, x: Any, y: Any, rows: np.ndarray, tail: np.ndarray | None) -> tuple:
+        """``run``'s data arguments: the whole set and the batches' indices on the
+        device, or on a mesh each device's rows of the epoch's batches."""
+        if self.mesh is None:
+            return x, y, jnp.asarray(rows), None if tail is None else jnp.asarray(tail)
+        xb, yb = (distributed.gather_rows(a, rows, self.mesh) for a in (x, y))
+        last = None if tail is None else tuple(
+            distributed.gather_rows(a, tail, self.mesh) for a in (x, y))
+        return xb, yb, None, last
+
 
 def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips, bar,
                  place):
@@ -644,9 +657,7 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
     left out, not multiplied by zero), so they do not depend on how the epoch was cut
     into calls.
     """
-    rows, tail = batching.epoch(epoch)
-    rows = place.whole(jnp.asarray(rows))
-    tail = None if tail is None else place.whole(jnp.asarray(tail))
+    x, y, rows, tail = place.epoch(x, y, *batching.epoch(epoch))
     totals: dict[str, float] = {"count": 0.0, "skipped": 0.0}
     start = 0
     while True:

@@ -288,6 +288,7 @@ def make_train_scan(
     step_stats: StepStats | None = None,
     mesh: Mesh | None = None,
     shard_optimizer_state: bool = False,
+    batched: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns a compiled ``run(state, x, y, rows, start, count, tail=None, use_tail=False)``.
 
@@ -309,12 +310,18 @@ def make_train_scan(
     :func:`make_train_step`); entries of steps that did not run are 0. The input state
     is donated.
 
+    With ``batched=True`` the batches come gathered: ``x`` and ``y`` are the epoch's
+    full batches, ``(steps, batch_size, ...)``, ``rows`` is None and ``tail`` the pair
+    ``(x_tail, y_tail)`` of the shorter batch (or None); step ``i`` trains on
+    ``(x[i], y[i])``.
+
     With ``mesh`` (see :func:`make_train_step`) the caller places the arguments: the
-    state as :func:`stablejax.distributed.place_state` does, ``x``, ``y``, ``rows`` and
-    ``tail`` replicated (:func:`stablejax.distributed.replicate`). Each step then splits
-    its row of indices along ``"data"``, so every device gathers and trains on its part
-    of the global batch; a tail whose size does not divide over the devices runs whole
-    on each of them.
+    state as :func:`stablejax.distributed.place_state` does and, batched, the batches
+    split along their sample axis (:func:`stablejax.distributed.gather_rows`), so each
+    device holds only its rows of the epoch; unbatched, ``x``, ``y``, ``rows`` and
+    ``tail`` replicated (:func:`stablejax.distributed.replicate`), each step splitting
+    its row of indices so that every device gathers its part of the batch. A tail whose
+    size does not divide over the devices runs whole on each of them.
 
     Example::
 
@@ -336,10 +343,14 @@ def make_train_scan(
     body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
                        mesh, shard_optimizer_state)
 
-    def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
-        if mesh is not None:  # each device gathers its own rows of the batch
-            idx = distributed.constrain_batch(idx, mesh)
-        state, out = body(state, (x[idx], y[idx]))
+    def step(state: TrainState, idx: Any, x: jax.Array, y: jax.Array):
+        if batched:  # idx: the batch itself
+            batch = idx
+        else:
+            if mesh is not None:  # each device gathers its own rows of the batch
+                idx = distributed.constrain_batch(idx, mesh)
+            batch = (x[idx], y[idx])
+        state, out = body(state, batch)
         out["skips"] = state.skips
         out["ran"] = jnp.ones((), jnp.int32)
         return state, out
@@ -349,9 +360,14 @@ def make_train_scan(
             return jnp.asarray(True)
         return state.skips < max_consecutive_skips
 
+    def row(rows: jax.Array | None, x: jax.Array, y: jax.Array, i: Any) -> Any:
+        return (x[i], y[i]) if batched else rows[i]  # type: ignore[index]
+
     def run(state, x, y, rows, start, count, tail=None, use_tail=False):
-        steps = rows.shape[0]
-        shapes = jax.eval_shape(step, state, rows[0], x, y)[1]
+        if batched and rows is not None:
+            raise ValueError("batched=True takes the batches as x and y: pass rows=None")
+        steps = x.shape[0] if batched else rows.shape[0]
+        shapes = jax.eval_shape(step, state, row(rows, x, y, 0), x, y)[1]
         size = steps + (tail is not None)
         outs = {k: jnp.zeros((size,), v.dtype) for k, v in shapes.items()}
         start = jnp.asarray(start, jnp.int32)
@@ -366,7 +382,7 @@ def make_train_scan(
 
         def loop_body(carry):
             i, state, outs = carry
-            state, out = step(state, rows[i], x, y)
+            state, out = step(state, row(rows, x, y, i), x, y)
             return i + 1, state, record(outs, i, out)
 
         i, state, outs = jax.lax.while_loop(more, loop_body, (start, state, outs))

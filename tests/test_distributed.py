@@ -125,6 +125,12 @@ EIGHT = textwrap.dedent('''
     out["step"] = _relative(states["many"], states["one"])
     out["step_sharded"] = _relative(states["sharded"], states["one"])
 
+    # Each device receives its 8 rows of each of 2 batches of 64, nothing more.
+    rows = np.arange(128).reshape(2, 64)[:, ::-1]
+    gathered = sj.distributed.gather_rows(x, rows, mesh)
+    out["gathered_shards"] = sorted({s.data.shape for s in gathered.addressable_shards})
+    out["gathered_equal"] = bool(np.array_equal(np.asarray(gathered), x[rows]))
+
     try:
         _fit(epochs=1, mesh=mesh, batch_size=12)
         out["bad_batch"] = "accepted"
@@ -166,6 +172,11 @@ def test_sharded_optimizer_state_trains_as_one(eight):
         assert eight["sharded_" + part] < BOUND, (part, eight["sharded_" + part])
     assert eight["sharded_leaves"] > 0
     assert eight["sharded_opt_bytes"] < eight["opt_bytes"] / 4
+
+
+def test_each_device_receives_only_its_rows(eight):
+    assert eight["gathered_shards"] == [[2, 8, 8, 8]]
+    assert eight["gathered_equal"]
 
 
 def test_one_step_function_on_a_mesh(eight):
