@@ -163,9 +163,9 @@ def fit(
         numbers; sharded when it does). Each epoch, every device receives only its
         rows of the epoch's batches, gathered on the host from ``train_data``; across
         processes, every process passes the same ``train_data`` and feeds its own
-        devices. Validation runs replicated. Resuming a
-        checkpoint places it on the mesh (a run saved on 8 devices resumes on 1, and
-        the other way round). ``None``: the default device.
+        devices. Validation runs replicated. Resuming a checkpoint places it on the
+        mesh (a run saved on 8 devices resumes on 1, and the other way round).
+        ``None``: the default device.
       shard_optimizer_state: with ``mesh``, split the optimizer state's buffers (Adam's
         ``m`` and ``v``) along ``"data"`` where their leading dimension divides, so each
         device holds ``1/n`` of them; same numbers (see

@@ -137,6 +137,13 @@ EIGHT = textwrap.dedent('''
     except ValueError as error:
         out["bad_batch"] = str(error)
 
+    # A run saved on device 0 alone after its first epoch resumes on the 8 devices.
+    _fit(epochs=1, checkpoint_dir=sys.argv[2])
+    resumed = _fit(epochs=EPOCHS, mesh=mesh, shard_optimizer_state=True,
+                   checkpoint_dir=sys.argv[2])
+    out["resumed_on_8"] = _relative(resumed.state.params, one.state.params)
+    out["resumed_on_8_devices"] = min(len(a.devices()) for a in jax.tree.leaves(resumed.state))
+
     # A run saved on 8 devices after its first epoch, resumed on 1 by the test.
     _fit(epochs=1, mesh=mesh, shard_optimizer_state=True, checkpoint_dir=sys.argv[1])
     print(json.dumps(out))
@@ -146,7 +153,7 @@ EIGHT = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def eight(tmp_path_factory):
     directory = tmp_path_factory.mktemp("saved_on_8")
-    result = _python(EIGHT, 8, 300, str(directory))
+    result = _python(EIGHT, 8, 300, str(directory), str(tmp_path_factory.mktemp("saved_on_1")))
     result["checkpoint_dir"] = directory
     return result
 
@@ -183,6 +190,11 @@ def test_one_step_function_on_a_mesh(eight):
     assert eight["step_all_reduce"]  # the partitioner reduces across the devices
     assert eight["step"] < BOUND
     assert eight["step_sharded"] < BOUND
+
+
+def test_checkpoint_saved_on_one_device_resumes_on_eight(eight):
+    assert eight["resumed_on_8"] < BOUND
+    assert eight["resumed_on_8_devices"] == 8
 
 
 def test_checkpoint_saved_on_eight_devices_resumes_on_one(eight, one):
