@@ -163,6 +163,7 @@ def one():
     return _fit(epochs=EPOCHS)
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_eight_devices_train_as_one(eight):
     assert eight["devices"] == 8
     assert eight["param_devices"] == 8  # the parameters live on every device
@@ -174,6 +175,7 @@ def test_eight_devices_train_as_one(eight):
     assert eight["run_compiles"] == 1 and eight["eval_compiles"] == 1
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_sharded_optimizer_state_trains_as_one(eight):
     for part in ("params", "rest", "opt_state"):
         assert eight["sharded_" + part] < BOUND, (part, eight["sharded_" + part])
@@ -181,22 +183,26 @@ def test_sharded_optimizer_state_trains_as_one(eight):
     assert eight["sharded_opt_bytes"] < eight["opt_bytes"] / 4
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_each_device_receives_only_its_rows(eight):
     assert eight["gathered_shards"] == [[2, 8, 8, 8]]
     assert eight["gathered_equal"]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_one_step_function_on_a_mesh(eight):
     assert eight["step_all_reduce"]  # the partitioner reduces across the devices
     assert eight["step"] < BOUND
     assert eight["step_sharded"] < BOUND
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_checkpoint_saved_on_one_device_resumes_on_eight(eight):
     assert eight["resumed_on_8"] < BOUND
     assert eight["resumed_on_8_devices"] == 8
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_checkpoint_saved_on_eight_devices_resumes_on_one(eight, one):
     assert jax.device_count() == 1
     resumed = _fit(epochs=EPOCHS, checkpoint_dir=eight["checkpoint_dir"])
@@ -230,6 +236,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_two_processes_train_as_one(tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     procs = [subprocess.Popen([sys.executable, "-c", TWO, address, str(i), str(tmp_path)],
@@ -289,11 +296,13 @@ def test_bad_meshes_and_arguments():
             sj.distributed.initialize(**args)
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_batch_size_not_divisible_by_the_devices(eight):
     assert "batch_size=12 is not divisible by the 8 devices" in eight["bad_batch"]
     assert "batch_size=8 or 16" in eight["bad_batch"]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_resuming_another_models_checkpoint_names_the_difference(eight):
     wider = small_mlp(hidden=(16,))
     expected = r"parameters/layers/2/kernel: \[64, 32\] in the checkpoint, \[64, 16\] now"
@@ -305,6 +314,7 @@ TRAIN = ["train", "--data", "synthetic", "--hidden", "16", "--batch-norm", "afte
          "--epochs", "1", "--quiet", "--no-compilation-cache"]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_command_trains_on_two_devices_as_on_one(capsys):
     from stablejax import cli
 
