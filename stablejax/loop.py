@@ -163,7 +163,8 @@ def fit(
         numbers; sharded when it does). Each epoch, every device receives only its
         rows of the epoch's batches, gathered on the host from ``train_data``; across
         processes, every process passes the same ``train_data`` and feeds its own
-        devices. Validation runs replicated. Resuming a checkpoint places it on the
+        devices. Validation data sit whole on every device, and each evaluation batch
+        is split like a training batch. Resuming a checkpoint places it on the
         mesh (a run saved on 8 devices resumes on 1, and the other way round).
         ``None``: the default device.
       shard_optimizer_state: with ``mesh``, split the optimizer state's buffers (Adam's
@@ -262,7 +263,8 @@ def fit(
     plan = _CallPlan(steps_per_call, verbose)
     if valid is not None:
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
-        eval_run = make_eval_scan(model, loss, metrics=metrics, batch_size=val_batch)
+        eval_run = make_eval_scan(model, loss, metrics=metrics, batch_size=val_batch,
+                                  mesh=mesh)
         val_x, val_y = place.whole(jnp.asarray(valid[0])), place.whole(jnp.asarray(valid[1]))
     # A resumed run that early stopping had already ended stays ended.
     stop = any(cb.stopped(state.callbacks[str(i)]) for i, cb in enumerate(callbacks))

@@ -247,12 +247,14 @@ def _check_mesh(mesh: Mesh | None, shard_optimizer_state: bool) -> None:
 
 
 def _eval_body(
-    graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None
+    graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, mesh: Mesh | None = None
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
     loss_fn = losses.get(loss)
     metric_fns = _metric_fns(loss, metrics)
 
     def step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        if mesh is not None:  # each device evaluates its part of the batch
+            batch = distributed.constrain_batch(batch, mesh)
         x, y = batch
         model = nnx.merge(graphdef, state.params, state.rest)
         model.eval()
@@ -408,6 +410,7 @@ def make_eval_scan(
     *,
     metrics: Metrics | None = None,
     batch_size: int = 1024,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], dict[str, jax.Array]]:
     """Returns a compiled ``(state, x, y) -> outs`` evaluating a whole set in one call.
 
@@ -415,7 +418,9 @@ def make_eval_scan(
     evaluated as :func:`make_eval_step` does, in one loop on the device. ``outs[k]`` holds
     each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
     set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`. One
-    compile per set size.
+    compile per set size. With ``mesh`` (the state placed on it and ``x``, ``y``
+    replicated, :func:`stablejax.distributed.replicate`), each batch is split along
+    ``"data"`` when its size divides over the devices, else evaluated whole on each.
 
     Example::
 
@@ -429,7 +434,8 @@ def make_eval_scan(
         ((3,), [4, 4, 2])
     """
     index("batch_size", batch_size, 1)
-    step = _eval_body(nnx.graphdef(model), loss, metrics)
+    _check_mesh(mesh, False)
+    step = _eval_body(nnx.graphdef(model), loss, metrics, mesh)
 
     @jax.jit
     def evaluate_set(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
@@ -441,6 +447,8 @@ def make_eval_scan(
         if split < len(x):
             last = step(state, (x[split:], y[split:]))
             outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
+        if mesh is not None:  # whole on every device: each process can read them
+            outs = distributed.constrain_replicated(outs, mesh)
         return outs
 
     return evaluate_set
