@@ -397,8 +397,11 @@ def make_train_scan(
 
             wanted = jnp.asarray(use_tail) & (i >= stop) & going(state)
             state, outs = jax.lax.cond(wanted, run_tail, lambda carry: carry, (state, outs))
-        if mesh is not None:  # whole on every device: each process can read them
-            outs = distributed.constrain_replicated(outs, mesh)
+        if mesh is not None:
+            # The loop's carry may leave in another layout than each step's constraint
+            # asks (seen: replicated parameters split like the optimizer state).
+            state = distributed.constrain_state(state, mesh, shard_optimizer_state)
+            outs = distributed.constrain_replicated(outs, mesh)  # readable by each process
         return state, outs
 
     return jax.jit(run, donate_argnums=(0,))

@@ -102,6 +102,9 @@ EIGHT = textwrap.dedent('''
     for part in ("params", "rest", "opt_state"):
         out["sharded_" + part] = _relative(getattr(sharded.state, part),
                                            getattr(one.state, part))
+    out["replicated"] = all(a.is_fully_replicated for a in jax.tree.leaves(many.state))
+    out["sharded_replicated"] = all(a.is_fully_replicated for part in ("params", "rest")
+                                    for a in jax.tree.leaves(getattr(sharded.state, part)))
     specs = [a.sharding.spec for a in jax.tree.leaves(sharded.state.opt_state)]
     out["sharded_leaves"] = sum(s == jax.sharding.PartitionSpec("data") for s in specs)
     out["opt_bytes"] = sj.distributed.per_device_bytes(many.state.opt_state)
@@ -120,6 +123,8 @@ EIGHT = textwrap.dedent('''
         for lo, hi in ((0, 64), (64, 104), (104, 140)):
             state, _ = step(state, (x[lo:hi], y[lo:hi]))
         states[name] = state
+        out[name + "_step_replicated"] = all(a.is_fully_replicated
+                                             for a in jax.tree.leaves(state.params))
         if name == "many":
             hlo = step.lower(state, (x[:64], y[:64])).compile().as_text()
             out["step_all_reduce"] = "all-reduce" in hlo
@@ -168,6 +173,7 @@ def one():
 def test_eight_devices_train_as_one(eight):
     assert eight["devices"] == 8
     assert eight["param_devices"] == 8  # the parameters live on every device
+    assert eight["replicated"]  # the whole state, whole on each device
     assert eight["history_same_keys"]  # loss, accuracy, their val_ versions, lr, skipped
     assert eight["history"] < BOUND
     for part in ("params", "rest", "opt_state"):  # rest: the batch-norm statistics
@@ -181,6 +187,7 @@ def test_sharded_optimizer_state_trains_as_one(eight):
     for part in ("params", "rest", "opt_state"):
         assert eight["sharded_" + part] < BOUND, (part, eight["sharded_" + part])
     assert eight["sharded_leaves"] > 0
+    assert eight["sharded_replicated"]  # parameters and statistics stay whole
     assert eight["sharded_opt_bytes"] < eight["opt_bytes"] / 4
 
 
@@ -195,6 +202,7 @@ def test_one_step_function_on_a_mesh(eight):
     assert eight["step_all_reduce"]  # the partitioner reduces across the devices
     assert eight["step"] < BOUND
     assert eight["step_sharded"] < BOUND
+    assert eight["many_step_replicated"] and eight["sharded_step_replicated"]
 
 
 @pytest.mark.slow  # trains in subprocesses
@@ -217,13 +225,13 @@ def test_checkpoint_saved_on_eight_devices_resumes_on_one(eight, one):
 TWO = textwrap.dedent('''
     import json, sys
     import stablejax as sj
-    address, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    address, pid, out, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
     sj.distributed.initialize(address, 2, pid, timeout=60)
     import jax, numpy as np
     sys.path.insert(0, "tests")
     from test_distributed import _fit
     mesh = sj.distributed.data_mesh()
-    history = _fit(epochs=1, mesh=mesh)
+    history = _fit(epochs=1, mesh=mesh, shard_optimizer_state=shard)
     params = {str(i): np.asarray(a) for i, a in enumerate(jax.tree.leaves(history.state.params))}
     np.savez(f"{out}/params_{pid}.npz", **params)
     print(json.dumps({"devices": jax.device_count(), "local": jax.local_device_count(),
@@ -238,9 +246,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # trains in subprocesses
-def test_two_processes_train_as_one(tmp_path):
+@pytest.mark.parametrize("shard", [False, True])
+def test_two_processes_train_as_one(tmp_path, shard):
     address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([sys.executable, "-c", TWO, address, str(i), str(tmp_path)],
+    procs = [subprocess.Popen([sys.executable, "-c", TWO, address, str(i), str(tmp_path),
+                               str(int(shard))],
                               env=_env(None), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
              for i in range(2)]
