@@ -109,6 +109,11 @@ EIGHT = textwrap.dedent('''
     out["sharded_leaves"] = sum(s == jax.sharding.PartitionSpec("data") for s in specs)
     out["opt_bytes"] = sj.distributed.per_device_bytes(many.state.opt_state)
     out["sharded_opt_bytes"] = sj.distributed.per_device_bytes(sharded.state.opt_state)
+    # Independently: a leaf with a leading dimension divisible by 8 costs 1/8 per device.
+    leaves = [np.asarray(a) for a in jax.tree.leaves(one.state.opt_state)]
+    out["expected_opt_bytes"] = sum(a.nbytes for a in leaves)
+    out["expected_sharded_opt_bytes"] = sum(
+        a.nbytes // 8 if a.ndim and a.shape[0] % 8 == 0 else a.nbytes for a in leaves)
 
     # The one-step function on batches of 64 and 40 (split 8 ways) and 36 (whole on
     # every device), against the same steps on one device.
@@ -188,6 +193,8 @@ def test_sharded_optimizer_state_trains_as_one(eight):
         assert eight["sharded_" + part] < BOUND, (part, eight["sharded_" + part])
     assert eight["sharded_leaves"] > 0
     assert eight["sharded_replicated"]  # parameters and statistics stay whole
+    assert eight["opt_bytes"] == eight["expected_opt_bytes"]
+    assert eight["sharded_opt_bytes"] == eight["expected_sharded_opt_bytes"]
     assert eight["sharded_opt_bytes"] < eight["opt_bytes"] / 4
 
 
