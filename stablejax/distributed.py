@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,7 +88,9 @@ def initialize(
 
     Warning: process 0 serves the coordinator; if the other processes do not all join
     within ``timeout`` seconds, jaxlib ends process 0 itself with a fatal
-    ``DEADLINE_EXCEEDED ... RegisterTask`` log rather than an exception.
+    ``DEADLINE_EXCEEDED ... RegisterTask`` log rather than an exception (no Python
+    handler can run); just before, this function prints to stderr a line saying why
+    and what to check.
     """
     if not isinstance(coordinator_address, str) or not _is_host_port(coordinator_address):
         raise ValueError(f"coordinator_address must be 'host:port', got {coordinator_address!r}")
@@ -102,8 +106,24 @@ def initialize(
         _wait_for(coordinator_address, timeout, process_id, num_processes)
     # The CPU backend's collectives; GPU and TPU backends do not read this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               initialization_timeout=timeout)
+    joined = threading.Event()
+    if process_id == 0 and num_processes > 1:
+        # Process 0 cannot tell early that others will not come, and jaxlib ends it
+        # without an exception at the deadline: say why, just before.
+        def explain() -> None:
+            if not joined.wait(max(timeout - 0.5, 0.1)):
+                print(f"stablejax: process 0 waited timeout={timeout} s at "
+                      f"{coordinator_address} for the other {num_processes - 1} process(es) "
+                      "to join; jaxlib ends this process when the time is up: start every "
+                      "process with the same coordinator_address and num_processes, or "
+                      "raise timeout", file=sys.stderr, flush=True)
+
+        threading.Thread(target=explain, daemon=True).start()
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   initialization_timeout=timeout)
+    finally:
+        joined.set()
 
 
 def _wait_for(address: str, timeout: float, process_id: int, num_processes: int) -> None:
@@ -169,6 +189,7 @@ def size(mesh: Mesh) -> int:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
     """Raises ``ValueError`` naming both numbers unless ``batch_size`` divides evenly over
     the mesh's ``"data"`` devices."""
+    batch_size = index(name, batch_size, 1)
     n = size(mesh)
     if batch_size % n:
         lower, upper = batch_size // n * n, -(-batch_size // n) * n
@@ -213,8 +234,9 @@ def _put(value: Any, sharding: NamedSharding) -> jax.Array:
     its own devices' parts (``jax.device_put`` cannot reach other processes' devices)."""
     if isinstance(value, jax.Array) and value.sharding == sharding:
         return value
-    if jax.process_count() == 1:
-        return jax.device_put(value, sharding)
+    if jax.process_count() == 1 or (isinstance(value, jax.Array)
+                                    and not value.is_fully_addressable):
+        return jax.device_put(value, sharding)  # within one process, or global to global
     if _is_key(value):
         data = _put(jax.random.key_data(value), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
@@ -272,7 +294,10 @@ def gather_rows(data: np.ndarray, rows: np.ndarray, mesh: Mesh) -> jax.Array:
     across processes, every process holds the same ``data`` and ``rows`` and feeds only
     its own devices.
     """
-    rows = np.asarray(rows)
+    data, rows = np.asarray(data), np.asarray(rows)
+    if rows.ndim not in (1, 2) or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"rows must be integer sample indices of shape (batch,) or (steps, "
+                         f"batch), got dtype {rows.dtype} and shape {rows.shape}")
     spec = batch_sharding(rows.shape[-1], mesh).spec
     sharding = NamedSharding(mesh, P(*([None] * (rows.ndim - 1)), *spec))
     shape = rows.shape + data.shape[1:]

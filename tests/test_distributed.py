@@ -289,6 +289,19 @@ def test_unreachable_coordinator_is_a_timeout_error():
         sj.distributed.initialize(address, 2, 1, timeout=1)
 
 
+@pytest.mark.slow  # waits for the timeout in a subprocess
+def test_process_zero_alone_says_why_it_ends():
+    # Process 0 serves the coordinator and waits for the others; jaxlib ends it at the
+    # deadline, and the line before says why.
+    address = f"127.0.0.1:{_free_port()}"
+    code = f"import stablejax as sj; sj.distributed.initialize({address!r}, 2, 0, timeout=2)"
+    done = subprocess.run([sys.executable, "-c", code], env=_env(None), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert (f"stablejax: process 0 waited timeout=2 s at {address} for the other 1 process(es) "
+            "to join") in done.stderr
+
+
 def test_bad_meshes_and_arguments():
     model, tx, data = small_mlp(), sj.adam(1e-3), _data()
     no_data_axis = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
