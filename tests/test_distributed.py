@@ -98,7 +98,11 @@ EIGHT = textwrap.dedent('''
                          for a, b in zip(many.history[k], one.history[k]))
     for part in ("params", "rest", "opt_state"):
         out[part] = _relative(getattr(many.state, part), getattr(one.state, part))
+    records.clear()
+    jax.config.update("jax_log_compiles", True)
     sharded = _fit(epochs=EPOCHS, mesh=mesh, shard_optimizer_state=True)
+    jax.config.update("jax_log_compiles", False)
+    out["sharded_run_compiles"] = sum(m.startswith("Compiling jit(run)") for m in records)
     for part in ("params", "rest", "opt_state"):
         out["sharded_" + part] = _relative(getattr(sharded.state, part),
                                            getattr(one.state, part))
@@ -193,6 +197,7 @@ def test_sharded_optimizer_state_trains_as_one(eight):
         assert eight["sharded_" + part] < BOUND, (part, eight["sharded_" + part])
     assert eight["sharded_leaves"] > 0
     assert eight["sharded_replicated"]  # parameters and statistics stay whole
+    assert eight["sharded_run_compiles"] == 1
     assert eight["opt_bytes"] == eight["expected_opt_bytes"]
     assert eight["sharded_opt_bytes"] == eight["expected_sharded_opt_bytes"]
     assert eight["sharded_opt_bytes"] < eight["opt_bytes"] / 4
