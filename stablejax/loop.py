@@ -165,8 +165,10 @@ def fit(
         processes, every process passes the same ``train_data`` and feeds its own
         devices. Validation data sit whole on every device, and each evaluation batch
         is split like a training batch. Resuming a checkpoint places it on the
-        mesh (a run saved on 8 devices resumes on 1, and the other way round).
-        ``None``: the default device.
+        mesh (a run saved on 8 devices resumes on 1, and the other way round);
+        across processes, ``checkpoint_dir`` must be one directory that every process
+        sees (a shared filesystem), and every process saves into it. ``None``: the
+        default device.
       shard_optimizer_state: with ``mesh``, split the optimizer state's buffers (Adam's
         ``m`` and ``v``) along ``"data"`` where their leading dimension divides, so each
         device holds ``1/n`` of them; same numbers (see

@@ -241,9 +241,12 @@ TWO = textwrap.dedent('''
     sj.distributed.initialize(address, 2, pid, timeout=60)
     import jax, numpy as np
     sys.path.insert(0, "tests")
-    from test_distributed import _fit
+    from test_distributed import _fit, EPOCHS
     mesh = sj.distributed.data_mesh()
-    history = _fit(epochs=1, mesh=mesh, shard_optimizer_state=shard)
+    # One epoch saved by both processes into one directory, then resumed to the end.
+    _fit(epochs=1, mesh=mesh, shard_optimizer_state=shard, checkpoint_dir=f"{out}/run")
+    history = _fit(epochs=EPOCHS, mesh=mesh, shard_optimizer_state=shard,
+                   checkpoint_dir=f"{out}/run")
     params = {str(i): np.asarray(a) for i, a in enumerate(jax.tree.leaves(history.state.params))}
     np.savez(f"{out}/params_{pid}.npz", **params)
     print(json.dumps({"devices": jax.device_count(), "local": jax.local_device_count(),
@@ -259,27 +262,35 @@ def _free_port() -> int:
 
 @pytest.mark.slow  # trains in subprocesses
 @pytest.mark.parametrize("shard", [False, True])
-def test_two_processes_train_as_one(tmp_path, shard):
+def test_two_processes_train_as_one(tmp_path, shard, one):
     address = f"127.0.0.1:{_free_port()}"
+    logs = [(open(tmp_path / f"out_{i}", "w"), open(tmp_path / f"err_{i}", "w"))
+            for i in range(2)]  # files, not pipes: a full pipe would stall both
     procs = [subprocess.Popen([sys.executable, "-c", TWO, address, str(i), str(tmp_path),
                                str(int(shard))],
-                              env=_env(None), cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for i in range(2)]
+                              env=_env(None), cwd=ROOT, stdout=out, stderr=err,
+                              start_new_session=True)
+             for i, (out, err) in enumerate(logs)]
     try:
-        outs = [p.communicate(timeout=240) for p in procs]
+        for p in procs:
+            p.wait(timeout=240)
     finally:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    for p, (_, stderr) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, stderr[-4000:]
-    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outs]
+        for out, err in logs:
+            out.close()
+            err.close()
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"err_{i}").read_text()[-4000:]
+    results = [json.loads((tmp_path / f"out_{i}").read_text().strip().splitlines()[-1])
+               for i in range(2)]
     assert [(r["devices"], r["local"]) for r in results] == [(2, 1), (2, 1)]
-    one = _fit(epochs=1)
     for r in results:
-        assert abs(r["loss"][0] - one.history["loss"][0]) / one.history["loss"][0] < BOUND
+        assert len(r["loss"]) == EPOCHS
+        for got, want in zip(r["loss"], one.history["loss"], strict=True):
+            assert abs(got - want) / want < BOUND
     reference = [np.asarray(a) for a in jax.tree.leaves(one.state.params)]
     for pid in range(2):
         saved = np.load(tmp_path / f"params_{pid}.npz")
