@@ -10,7 +10,7 @@ plain Optax transforms, performance scheduling, transfer learning and a ``fit`` 
 Importing the package loads only the pure core (JAX and Optax). The modules that need
 Flax, Orbax, scikit-learn, tqdm, matplotlib or h5py (``nn``, ``steps``, ``callbacks``,
 ``loop``, ``train``, ``checkpoint``, ``data``, ``transfer``, ``diagnostics``, ``cli``,
-``sweep``, ``study``, ``keras_format``) and ``sj.fit`` load on first use.
+``sweep``, ``study``, ``keras_format``, ``distributed``) and ``sj.fit`` load on first use.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         compilation_cache,
         data,
         diagnostics,
+        distributed,
         keras_format,
         loop,
         nn,
@@ -93,7 +94,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
-    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics",
+    "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "distributed",
     "keras_format", "loop", "nn", "steps", "study", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
@@ -122,6 +123,7 @@ __all__ = [
     "compilation_cache",
     "data",
     "diagnostics",
+    "distributed",
     "guard",
     "initializers",
     "keras_format",

@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-compilation-cache", action="store_true",
                        help="do not read or write compiled programs in the cache directory "
                             "($STABLEJAX_CACHE_DIR, default ~/.cache/stablejax/jax)")
+    train.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                       help="train data-parallel on the first N devices (the batch size is "
+                            "global, a multiple of N); on the CPU, simulate N with "
+                            "XLA_FLAGS=--xla_force_host_platform_device_count=N")
+    train.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="join a run of several processes whose process 0 serves the "
+                            "coordinator at HOST:PORT (with --num-processes, --process-id); "
+                            "every device of every process trains data-parallel")
+    train.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                       help="processes in the run (with --coordinator)")
+    train.add_argument("--process-id", type=_natural, default=None, metavar="I",
+                       help="this process's index in [0, N) (with --coordinator)")
     study = commands.add_parser(
         "study",
         help="measure what each technique does and write a report with figures",
@@ -269,7 +281,8 @@ def _short(error: Exception, lines: int = 6) -> str:
 
 def _run_config(args: argparse.Namespace) -> dict:
     """The options that define a run, saved with its checkpoints: a resume must match."""
-    ignored = {"command", "epochs", "quiet", "no_compilation_cache", "checkpoint_dir"}
+    ignored = {"command", "epochs", "quiet", "no_compilation_cache", "checkpoint_dir",
+               "devices", "coordinator", "num_processes", "process_id"}
     return {key: value for key, value in sorted(vars(args).items()) if key not in ignored}
 
 
@@ -289,6 +302,11 @@ def train_command(args: argparse.Namespace) -> int:
     unused = _unused_option(args)
     if unused is not None:
         print(f"stablejax: error: {unused}", file=sys.stderr)
+        return 2
+    try:
+        mesh = _mesh(args)  # first: joining other processes must precede any computation
+    except (ValueError, TimeoutError) as error:
+        print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
     if not args.no_compilation_cache:
         enable()  # before the model is built: its initialisers compile too
@@ -319,6 +337,7 @@ def train_command(args: argparse.Namespace) -> int:
             verbose=0 if args.quiet else 1,
             compilation_cache=not args.no_compilation_cache,
             run_config=_run_config(args),
+            mesh=mesh,
         )
     except ValueError as error:  # another run's checkpoint (CheckpointError is one too)
         print(f"stablejax: error: {_short(error)}", file=sys.stderr)
@@ -331,6 +350,28 @@ def train_command(args: argparse.Namespace) -> int:
                              loss="sparse_categorical_crossentropy_from_logits")
     print(f"test: loss {test['loss']:.4g}  accuracy {test['accuracy']:.4g}")
     return 0
+
+
+def _mesh(args: argparse.Namespace) -> Any:
+    """The ``--devices`` / ``--coordinator`` mesh, or None; joins the other processes."""
+    several = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in several) and any(v is None for v in several):
+        raise ValueError("--coordinator, --num-processes and --process-id go together")
+    if args.coordinator is None and args.devices is None:
+        return None
+    from stablejax import distributed
+
+    if args.coordinator is not None:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    import jax
+
+    devices = jax.devices()
+    if args.devices is not None and len(devices) < args.devices:
+        raise ValueError(
+            f"--devices {args.devices} but JAX sees {len(devices)} {devices[0].platform} "
+            f"device(s); on the CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{args.devices} in the environment before starting")
+    return distributed.data_mesh(devices[:args.devices])
 
 
 def _setup(args):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from stablejax import losses
+from stablejax import distributed, losses
 from stablejax._checks import index
 from stablejax.guard import all_finite
 
@@ -49,6 +49,7 @@ __all__ = [
 Batch = tuple[jax.Array, jax.Array]
 Loss = str | Callable[[jax.Array, jax.Array], jax.Array]
 Metrics = dict[str, Callable[[jax.Array, jax.Array], jax.Array]]
+Mesh = jax.sharding.Mesh
 
 
 class TrainState(NamedTuple):
@@ -102,12 +103,18 @@ def _train_body(
     metrics: Metrics | None,
     skip_nonfinite: bool = True,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     loss_fn = losses.get(loss)
     metric_fns = _metric_fns(loss, metrics)
     reserved = {"loss", "skipped", "skips", "ran", "count", *metric_fns}
 
     def body(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        if mesh is not None:
+            # The partitioner does the rest: reductions over the sharded batch (loss,
+            # gradients, batch-norm statistics) become all-reduces over "data".
+            batch = distributed.constrain_batch(batch, mesh)
         x, y = batch
         params_before = state.params
 
@@ -154,6 +161,8 @@ def _train_body(
                 raise ValueError(f"step statistics may not be named {clash}: fit reports "
                                  "those itself")
             out.update({name: jnp.asarray(v) for name, v in stats.items()})
+        if mesh is not None:  # the layout the next step (or loop iteration) expects
+            state = distributed.constrain_state(state, mesh, shard_optimizer_state)
         return state, out
 
     return body
@@ -168,6 +177,8 @@ def make_train_step(
     donate: bool = True,
     skip_nonfinite: bool = True,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns a jit-compiled, pure ``(state, (x, y)) -> (state, metrics)``.
 
@@ -194,22 +205,56 @@ def make_train_step(
       step_stats: ``fn(grads, params) -> {name: scalar}``, extra values to report
         (e.g. gradient norms), computed from the step's gradients and the parameters
         before the update; names must differ from the loss and metrics.
+      mesh: run data-parallel on this ``jax.sharding.Mesh`` (one with a ``"data"``
+        axis, e.g. ``sj.distributed.data_mesh()``): the step places the state
+        replicated on the mesh and the global batch split along ``"data"`` (a batch
+        whose size does not divide over the devices runs whole on each of them), and
+        the numbers equal one device's up to float32 rounding; batch-norm statistics
+        are the global batch's. Across processes every process passes the same whole
+        batch. See :mod:`stablejax.distributed`.
+      shard_optimizer_state: with ``mesh``, split the optimizer state's buffers along
+        ``"data"`` (see :func:`stablejax.distributed.state_shardings`); same numbers.
 
     Returns:
       ``step(state, batch)``; metrics hold ``loss``, ``skipped``, each metric and each
-      step statistic.
+      step statistic. With ``mesh``, ``step.lower(state, batch)`` lowers the compiled
+      program for inspection.
     """
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats)
-    return jax.jit(body, donate_argnums=(0,) if donate else ())
+    _check_mesh(mesh, shard_optimizer_state)
+    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+                       mesh, shard_optimizer_state)
+    jitted = jax.jit(body, donate_argnums=(0,) if donate else ())
+    if mesh is None:
+        return jitted
+
+    def placed(state: TrainState, batch: Batch) -> tuple[TrainState, Batch]:
+        return (distributed.place_state(state, mesh, shard_optimizer_state),
+                distributed.shard_batch(batch, mesh))
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        return jitted(*placed(state, batch))
+
+    step.lower = lambda state, batch: jitted.lower(*placed(state, batch))  # type: ignore[attr-defined]
+    return step
+
+
+def _check_mesh(mesh: Mesh | None, shard_optimizer_state: bool) -> None:
+    if mesh is not None:
+        distributed.check_mesh(mesh)
+    elif shard_optimizer_state:
+        raise ValueError("shard_optimizer_state=True needs a mesh to shard along: pass "
+                         "mesh=sj.distributed.data_mesh()")
 
 
 def _eval_body(
-    graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None
+    graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, mesh: Mesh | None = None
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
     loss_fn = losses.get(loss)
     metric_fns = _metric_fns(loss, metrics)
 
     def step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        if mesh is not None:  # each device evaluates its part of the batch
+            batch = distributed.constrain_batch(batch, mesh)
         x, y = batch
         model = nnx.merge(graphdef, state.params, state.rest)
         model.eval()
@@ -243,6 +288,9 @@ def make_train_scan(
     skip_nonfinite: bool = True,
     max_consecutive_skips: int | None = None,
     step_stats: StepStats | None = None,
+    mesh: Mesh | None = None,
+    shard_optimizer_state: bool = False,
+    batched: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns a compiled ``run(state, x, y, rows, start, count, tail=None, use_tail=False)``.
 
@@ -264,6 +312,19 @@ def make_train_scan(
     :func:`make_train_step`); entries of steps that did not run are 0. The input state
     is donated.
 
+    With ``batched=True`` the batches come gathered: ``x`` and ``y`` are the epoch's
+    full batches, ``(steps, batch_size, ...)``, ``rows`` is None and ``tail`` the pair
+    ``(x_tail, y_tail)`` of the shorter batch (or None); step ``i`` trains on
+    ``(x[i], y[i])``.
+
+    With ``mesh`` (see :func:`make_train_step`) the caller places the arguments: the
+    state as :func:`stablejax.distributed.place_state` does and, batched, the batches
+    split along their sample axis (:func:`stablejax.distributed.gather_rows`), so each
+    device holds only its rows of the epoch; unbatched, ``x``, ``y``, ``rows`` and
+    ``tail`` replicated (:func:`stablejax.distributed.replicate`), each step splitting
+    its row of indices so that every device gathers its part of the batch. A tail whose
+    size does not divide over the devices runs whole on each of them.
+
     Example::
 
         >>> import jax.numpy as jnp, numpy as np, stablejax as sj
@@ -280,10 +341,18 @@ def make_train_scan(
     """
     if max_consecutive_skips is not None:
         index("max_consecutive_skips", max_consecutive_skips, 1)
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats)
+    _check_mesh(mesh, shard_optimizer_state)
+    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+                       mesh, shard_optimizer_state)
 
-    def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
-        state, out = body(state, (x[idx], y[idx]))
+    def step(state: TrainState, idx: Any, x: jax.Array, y: jax.Array):
+        if batched:  # idx: the batch itself
+            batch = idx
+        else:
+            if mesh is not None:  # each device gathers its own rows of the batch
+                idx = distributed.constrain_batch(idx, mesh)
+            batch = (x[idx], y[idx])
+        state, out = body(state, batch)
         out["skips"] = state.skips
         out["ran"] = jnp.ones((), jnp.int32)
         return state, out
@@ -293,9 +362,14 @@ def make_train_scan(
             return jnp.asarray(True)
         return state.skips < max_consecutive_skips
 
+    def row(rows: jax.Array | None, x: jax.Array, y: jax.Array, i: Any) -> Any:
+        return (x[i], y[i]) if batched else rows[i]  # type: ignore[index]
+
     def run(state, x, y, rows, start, count, tail=None, use_tail=False):
-        steps = rows.shape[0]
-        shapes = jax.eval_shape(step, state, rows[0], x, y)[1]
+        if batched and rows is not None:
+            raise ValueError("batched=True takes the batches as x and y: pass rows=None")
+        steps = x.shape[0] if batched else rows.shape[0]
+        shapes = jax.eval_shape(step, state, row(rows, x, y, 0), x, y)[1]
         size = steps + (tail is not None)
         outs = {k: jnp.zeros((size,), v.dtype) for k, v in shapes.items()}
         start = jnp.asarray(start, jnp.int32)
@@ -310,7 +384,7 @@ def make_train_scan(
 
         def loop_body(carry):
             i, state, outs = carry
-            state, out = step(state, rows[i], x, y)
+            state, out = step(state, row(rows, x, y, i), x, y)
             return i + 1, state, record(outs, i, out)
 
         i, state, outs = jax.lax.while_loop(more, loop_body, (start, state, outs))
@@ -323,6 +397,11 @@ def make_train_scan(
 
             wanted = jnp.asarray(use_tail) & (i >= stop) & going(state)
             state, outs = jax.lax.cond(wanted, run_tail, lambda carry: carry, (state, outs))
+        if mesh is not None:
+            # The loop's carry may leave in another layout than each step's constraint
+            # asks (seen: replicated parameters split like the optimizer state).
+            state = distributed.constrain_state(state, mesh, shard_optimizer_state)
+            outs = distributed.constrain_replicated(outs, mesh)  # readable by each process
         return state, outs
 
     return jax.jit(run, donate_argnums=(0,))
@@ -334,6 +413,7 @@ def make_eval_scan(
     *,
     metrics: Metrics | None = None,
     batch_size: int = 1024,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], dict[str, jax.Array]]:
     """Returns a compiled ``(state, x, y) -> outs`` evaluating a whole set in one call.
 
@@ -341,7 +421,9 @@ def make_eval_scan(
     evaluated as :func:`make_eval_step` does, in one loop on the device. ``outs[k]`` holds
     each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
     set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`. One
-    compile per set size.
+    compile per set size. With ``mesh`` (the state placed on it and ``x``, ``y``
+    replicated, :func:`stablejax.distributed.replicate`), each batch is split along
+    ``"data"`` when its size divides over the devices, else evaluated whole on each.
 
     Example::
 
@@ -355,7 +437,8 @@ def make_eval_scan(
         ((3,), [4, 4, 2])
     """
     index("batch_size", batch_size, 1)
-    step = _eval_body(nnx.graphdef(model), loss, metrics)
+    _check_mesh(mesh, False)
+    step = _eval_body(nnx.graphdef(model), loss, metrics, mesh)
 
     @jax.jit
     def evaluate_set(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
@@ -367,6 +450,8 @@ def make_eval_scan(
         if split < len(x):
             last = step(state, (x[split:], y[split:]))
             outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
+        if mesh is not None:  # whole on every device: each process can read them
+            outs = distributed.constrain_replicated(outs, mesh)
         return outs
 
     return evaluate_set
