@@ -203,6 +203,8 @@ def fit(
         _check_writable_directory(checkpoint_dir)
 
     state = init_state(model, tx) if state is None else state
+    for cb in callbacks:
+        cb.set_model(model, tx)
     for i, cb in enumerate(callbacks):
         if str(i) not in state.callbacks:  # a given state keeps its callbacks' state
             state.callbacks[str(i)] = cb.init(state)
