@@ -487,7 +487,7 @@ class ModelCheckpoint(Callback):
     ) -> tuple[TrainState, Any, bool]:
         """Formats the path and saves (on improvement only with ``save_best_only``)."""
         epoch = int(state.epoch)
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        path = os.fspath(self.filepath).format(epoch=epoch + 1, **logs)
         if self.save_best_only:
             value = _monitored(logs, self.monitor)
             sign = 1.0 if _mode_for(self.monitor, self.mode) == "min" else -1.0
@@ -584,7 +584,7 @@ class CSVLogger(Callback):
                                           delimiter=self.separator)
             if self._header:
                 self._writer.writeheader()
-        row = {"epoch": int(state.epoch)}
+        row: dict[str, Any] = {"epoch": int(state.epoch)}
         row.update({k: logs.get(k, "NA") for k in self._keys})
         self._writer.writerow(row)
         self._file.flush()
