@@ -385,7 +385,8 @@ def _setup(args):
     if args.schedule == "plateau":
         callbacks.append(sj.train.ReduceLROnPlateau("val_loss"))
     if args.patience is not None:
-        callbacks.append(sj.train.EarlyStopping("val_loss", args.patience, restore_best=True))
+        callbacks.append(sj.train.EarlyStopping("val_loss", patience=args.patience,
+                                                restore_best_weights=True))
     return splits, model, _optimizer(args, steps_per_epoch), callbacks
 
 

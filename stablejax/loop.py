@@ -235,6 +235,8 @@ def fit(
     state = init_state(model, tx) if state is None else state
     place = _Placement(mesh, shard_optimizer_state)
     state = place.state(state)  # a restored checkpoint takes this layout too
+    for cb in callbacks:
+        cb.set_model(model, tx)
     for i, cb in enumerate(callbacks):
         if str(i) not in state.callbacks:  # a given state keeps its callbacks' state
             state.callbacks[str(i)] = cb.init(state)

@@ -10,8 +10,10 @@ The pieces live in :mod:`stablejax.steps` (``TrainState``, ``init_state``,
 
 from stablejax.callbacks import (
     Callback,
+    CSVLogger,
     EarlyStopping,
     LearningRateScheduler,
+    ModelCheckpoint,
     ReduceLROnPlateau,
 )
 from stablejax.loop import History, NonFiniteError, evaluate, fit
@@ -41,4 +43,6 @@ __all__ = [
     "ReduceLROnPlateau",
     "EarlyStopping",
     "LearningRateScheduler",
+    "ModelCheckpoint",
+    "CSVLogger",
 ]

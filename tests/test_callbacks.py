@@ -34,10 +34,11 @@ def test_early_stopping_restores_best(digits):
     assert restored["loss"] == pytest.approx(val[best], rel=1e-5)
 
 
-def test_reduce_lr_on_plateau_callback_needs_the_transform(digits):
-    with pytest.raises(ValueError, match="reduce_on_plateau"):
-        sj.fit(small_mlp(), sj.sgd(0.01), digits.train, epochs=1, verbose=0,
-               callbacks=[train.ReduceLROnPlateau()])
+def test_reduce_lr_on_plateau_callback_conflicting_with_the_transform(digits):
+    tx = sj.sgd(0.01, plateau=sj.reduce_on_plateau(patience=5))
+    with pytest.raises(ValueError, match="patience"):
+        sj.fit(small_mlp(), tx, digits.train, epochs=1, verbose=0,
+               callbacks=[train.ReduceLROnPlateau(patience=3)])
 
 
 @pytest.mark.slow
