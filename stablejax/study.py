@@ -68,7 +68,7 @@ class Budget:
       width: units per hidden layer.
       seeds: initialisation seeds per configuration (sections ``init`` to ``schedules``).
       epochs: epochs per run (model B trains ``2 * epochs``, frozen for the first
-        ``epochs // 2``; model A trains ``epochs``).
+        ``max(epochs // 2, 1)``; model A trains ``epochs``).
       transfer_seeds: seeds of the transfer section (model A and B's head).
       transfer_samples: labelled training images of model B's task.
       batch_size: samples per update (model B uses ``min(batch_size, 8)``).
@@ -797,22 +797,26 @@ def _section_transfer(ctx: _Context) -> Section:
         f"output) with only {len(train_b.x)} labelled images, batch {batch_b}, "
         f"{epochs_b} epochs, and is scored on the {len(held_b.x)} validation and test "
         f"images of the two classes. B from scratch: the same layers freshly initialised, "
-        f"SGD 0.01. B on A: A's hidden layers (a copy) and a new head; for {frozen} "
-        "epochs only the head trains (SGD 0.01), then everything (SGD 0.001) "
+        f"SGD {TRANSFER_RATES['scratch']:g}. B on A: A's hidden layers (a copy) and a new "
+        f"head; for {frozen} epochs only the head trains (SGD "
+        f"{TRANSFER_RATES['frozen']:g}), then everything (SGD "
+        f"{TRANSFER_RATES['finetune']:g}) "
         f"(`sj.transfer.freeze_then_finetune`). Seeds {seeds} (model A's initialisation "
         f"and B's head); the {len(train_b.x)} images are drawn once, with the study's "
         "seed.",
         _table(["model", "training images", "epochs", "accuracy", "error rate"], rows),
         f"![transfer]({figure})",
-        f"{finding}. The error rate went from {err_s:.3f} to {err_a:.3f}: "
-        f"{'a reduction' if reduction >= 0 else 'an increase'} of "
-        f"{abs(reduction) * 100:.0f}%. Such gains depend on the set-up: another class "
+        f"{finding}. The error rate went from {err_s:.3f} to {err_a:.3f}"
+        + (f": {'a reduction' if reduction >= 0 else 'an increase'} of "
+           f"{abs(reduction) * 100:.0f}%" if err_s > 0 else " (B from scratch made no errors)")
+        + ". Such gains depend on the set-up: another class "
         "pair, another sample of the few labelled images or other rates can shrink or "
         "reverse them (the guide warns that published gains are often chosen among "
         "many tries); this is one pair and one sample.",
     ])
     return Section("transfer", "Transfer learning", text, [figure],
-                   f"error {err_s:.3f} -> {err_a:.3f} ({-reduction * 100:+.0f}%), "
+                   f"error {err_s:.3f} -> {err_a:.3f}"
+                   + (f" ({-reduction * 100:+.0f}%)" if err_s > 0 else "") + ", "
                    f"B on A ahead in {wins}/{len(seeds)} seeds")
 
 
