@@ -521,19 +521,19 @@ def _check_same_config(saved: dict | None, config: dict, directory: Any, epoch: 
         )
 
 
-def _check_writable_directory(directory: str | os.PathLike) -> None:
-    """Creates ``checkpoint_dir`` if needed; a ValueError before training if it cannot be
-    written (a file, a path under a file, no permission), not after the first epoch."""
+def _check_writable_directory(directory: str | os.PathLike, name: str = "checkpoint_dir") -> None:
+    """Creates the directory ``name`` if needed; a ValueError before training if it cannot
+    be written (a file, a path under a file, no permission), not after the first epoch."""
     path = os.fspath(directory)
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"checkpoint_dir {path!r} is, or is under, a file: give a "
+        raise ValueError(f"{name} {path!r} is, or is under, a file: give a "
                          "directory") from None
     except OSError as error:
-        raise ValueError(f"checkpoint_dir {path!r} cannot be created: {error.strerror}") from None
+        raise ValueError(f"{name} {path!r} cannot be created: {error.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"checkpoint_dir {path!r} is not writable")
+        raise ValueError(f"{name} {path!r} is not writable")
 
 
 def _step_stats(callbacks: list[Callback]) -> Any:

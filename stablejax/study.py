@@ -49,6 +49,7 @@ from flax import nnx
 import stablejax as sj
 from stablejax import data as sj_data
 from stablejax._checks import index
+from stablejax.loop import _check_writable_directory
 from stablejax.sweep import SweepRun
 
 __all__ = ["SECTIONS", "Budget", "QUICK", "FULL", "Section", "Result", "PairCheck",
@@ -859,21 +860,6 @@ def _budget(budget: Budget | str) -> Budget:
     raise ValueError(f"budget must be 'quick', 'full' or a Budget, got {budget!r}")
 
 
-def _writable(out: str) -> None:
-    """Creates ``out``; a ValueError now, before training, if it cannot be written."""
-    try:
-        os.makedirs(out, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"out {out!r} is, or is under, a file: give a directory") from None
-    except OSError as error:
-        raise ValueError(f"out {out!r} cannot be created: {error.strerror}") from None
-    try:
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"out {out!r} is not writable: {error.strerror}") from None
-
-
 def _header(ctx: _Context, sections: list[Section], seconds: float, command: str) -> str:
     device = jax.devices()[0]
     n_runs = sum(m for m, _ in ctx.sweeps)
@@ -956,7 +942,7 @@ def run(
         raise ValueError("data='fashion_mnist' needs data_dir, the directory of its four "
                          "IDX files")
     out = os.fspath(out)
-    _writable(out)
+    _check_writable_directory(out, "out")
     dataset = _load(data, data_dir, chosen, seed)
     if command is None:
         command = (f"stablejax.study.run({out!r}, data={data!r}, budget={chosen.name!r}, "
