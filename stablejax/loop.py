@@ -1,4 +1,4 @@
-"""``fit`` and ``evaluate``: Keras's training loop over the compiled steps.
+"""``fit``, ``evaluate`` and ``predict``: Keras's training loop over the compiled steps.
 
 ::
 
@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import numbers
 import os
 import time
@@ -28,13 +30,14 @@ import optax
 from flax import nnx
 
 from stablejax import data, distributed, losses, nn, optimizers
-from stablejax._checks import index
+from stablejax._checks import check_range, index
 from stablejax.callbacks import Callback
 from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax.steps import (
     Loss,
     Metrics,
     TrainState,
+    Weighted,
     batch_sizes,
     init_state,
     make_eval_scan,
@@ -42,7 +45,7 @@ from stablejax.steps import (
     update_model,
 )
 
-__all__ = ["fit", "evaluate", "History", "NonFiniteError"]
+__all__ = ["fit", "evaluate", "predict", "History", "NonFiniteError"]
 
 EVAL_BATCH_SIZE = 1024  # samples per evaluation batch (at least fit's batch_size)
 FIRST_CALL_STEPS = 8  # steps of a run's first call when fit chooses (see _CallPlan)
@@ -81,7 +84,10 @@ def fit(
     *,
     epochs: int,
     batch_size: int = 32,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[Any, ...] | None = None,
+    validation_split: float = 0.0,
+    sample_weight: Any = None,
+    class_weight: dict[int, float] | None = None,
     loss: Loss = "sparse_categorical_crossentropy",
     metrics: Metrics | None = None,
     callbacks: Sequence[Callback] = (),
@@ -121,7 +127,23 @@ def fit(
       train_data: ``(x, y)`` arrays (or a ``stablejax.data.Split``).
       epochs: total number of epochs, >= 1.
       batch_size: samples per update, >= 1 (the last batch may be smaller).
-      validation_data: ``(x, y)`` evaluated after each epoch.
+      validation_data: ``(x, y)`` or ``(x, y, sample_weight)`` evaluated after each
+        epoch (``val_loss`` sample-weighted, the metrics not).
+      validation_split: the fraction of ``train_data`` held out for validation, in
+        ``[0, 1)``; Keras's rule: the last ``n - floor(n * (1 - validation_split))``
+        samples (and their ``sample_weight``), taken before shuffling, so sort or
+        shuffle the data first if they are ordered. Ignored when ``validation_data``
+        is given. Default 0: none.
+      sample_weight: one finite weight >= 0 per training sample, shape ``(samples,)``.
+        Each batch trains on ``sum(w_i * loss_i) / batch_size`` (divided by the batch
+        size, not the weights' sum: Keras 3's formula, see
+        :func:`stablejax.losses.sample_weighted`); the logged ``loss`` is that value
+        and the metrics are unweighted, as Keras's ``metrics`` are.
+      class_weight: ``{class index: weight}``; a training sample of class ``c`` weighs
+        ``class_weight.get(c, 1.0)`` as if given in ``sample_weight`` (the class is
+        the label, a one-hot target's largest index, or a rounded binary target). It
+        does not apply to the validation data, and cannot be combined with
+        ``sample_weight``.
       loss: a name from ``stablejax.losses.LOSSES`` or a callable.
       metrics: ``{name: fn(outputs, targets)}``, or Keras's list form: ``["accuracy"]``
         (or ``"acc"``, the loss's accuracy) and callables (named by ``__name__``);
@@ -218,8 +240,18 @@ def fit(
         raise TypeError(f"tx must be an optax.GradientTransformation such as sj.adam(1e-3), "
                         f"got {_describe(tx)}{hint}")
     losses.get(loss)
+    check_range("validation_split", validation_split, 0, 1, high_open=True)
     x, y = _as_split(train_data, "train_data")
-    valid = None if validation_data is None else _as_split(validation_data, "validation_data")
+    w = None if sample_weight is None else _as_sample_weight(sample_weight, len(x),
+                                                               "sample_weight")
+    if class_weight is not None and w is not None:
+        raise ValueError("class_weight and sample_weight cannot both be given: fold the "
+                         "class weights into sample_weight")
+    valid = None
+    if validation_data is not None:
+        valid = _as_weighted_split(validation_data, "validation_data")
+    elif validation_split:
+        (x, y, w), valid = _validation_split(x, y, w, validation_split)
     metrics = _as_metrics(metrics, loss)
     callbacks = _as_callbacks(callbacks)
     outputs = _outputs(model, x, "train_data")
@@ -227,6 +259,8 @@ def fit(
     if valid is not None:
         _check_targets(loss, valid[1], _outputs(model, valid[0], "validation_data"),
                        "validation_data")
+    if class_weight is not None:
+        w = _class_weights(class_weight, y)
     if run_config is not None and not isinstance(run_config, dict):
         raise TypeError(f"run_config must be a dict of settings, got {_describe(run_config)}")
     if checkpoint_dir is not None:
@@ -247,6 +281,11 @@ def fit(
         from stablejax import checkpoint  # Orbax loads only for runs that checkpoint
 
         config = _run_config(state.params, tx, batch_size, shuffle, seed, loss, run_config)
+        # Set only when used, so runs saved before these existed resume as before.
+        if validation_data is None and validation_split:
+            config["validation_split"] = float(validation_split)
+        if class_weight is not None:
+            config.update({f"class_weight/{k}": float(v) for k, v in class_weight.items()})
         last = checkpoint.latest_epoch(checkpoint_dir)
         if last is not None:
             _check_same_config(checkpoint.saved_config(checkpoint_dir, last), config,
@@ -262,14 +301,15 @@ def fit(
                           shard_optimizer_state=shard_optimizer_state,
                           batched=mesh is not None)
     # On a mesh, each epoch's batches are gathered from the host, each device its rows.
-    x_dev, y_dev = (x, y) if mesh is not None else (jnp.asarray(x), jnp.asarray(y))
+    x_dev, y_dev = (x, _targets(y, w)) if mesh is not None else jax.tree.map(
+        jnp.asarray, (x, _targets(y, w)))
     batching = _Batching(len(x), batch_size, shuffle, seed)
     plan = _CallPlan(steps_per_call, verbose)
     if valid is not None:
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
         eval_run = make_eval_scan(model, loss, metrics=metrics, batch_size=val_batch,
                                   mesh=mesh)
-        val_x, val_y = place.whole(jnp.asarray(valid[0])), place.whole(jnp.asarray(valid[1]))
+        val_x, val_y = place.whole(jax.tree.map(jnp.asarray, (valid[0], _targets(*valid[1:]))))
     # A resumed run that early stopping had already ended stays ended.
     stop = any(cb.stopped(state.callbacks[str(i)]) for i, cb in enumerate(callbacks))
     try:
@@ -316,25 +356,122 @@ def fit(
 
 def evaluate(
     model: nnx.Module,
-    state: TrainState,
-    data_split: tuple[Any, Any],
+    x: Any,
+    y: Any,
     *,
     loss: Loss = "sparse_categorical_crossentropy",
     metrics: Metrics | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
+    sample_weight: Any = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``state`` on ``(x, y)`` in inference mode, sample-weighted.
+    """Loss and metrics of ``model`` on ``(x, y)`` in inference mode (Keras's ``evaluate``).
 
-    The set is evaluated in batches of ``batch_size`` inside one compiled call; the
-    result is ``sum(batch mean * batch size) / len(x)``, summed in float64. The data are
-    checked as :func:`fit` checks them.
+    ``evaluate(model, x, y)`` evaluates the model's own variables, as Keras does after
+    ``fit`` (which writes the trained state back into the model);
+    ``evaluate(model, state, (x, y))`` evaluates a :class:`~stablejax.steps.TrainState`
+    instead, such as ``history.state``. Batch norm uses its moving statistics and RReLU
+    its mean slope. The set is evaluated in batches of ``batch_size`` inside one
+    compiled call; each value is ``sum(batch mean * batch size) / len(x)``, summed in
+    float64, so ``batch_size`` changes only the speed (up to float32 rounding). The
+    result is a dict, as Keras's ``return_dict=True`` gives.
+
+    With ``sample_weight`` (one finite weight >= 0 per sample; or ``(x, y, w)`` in the
+    state form) the loss is ``sum(w_i * loss_i) / len(x)`` and the metrics are
+    unweighted, as in :func:`fit`. The data are checked as :func:`fit` checks them.
+
+    Args:
+      model: a ``flax.nnx`` model.
+      x: the inputs, or a ``TrainState`` (then ``y`` is the pair ``(x, y)``).
+      y: the targets, or the data split for the state form.
+      loss: as in :func:`fit`.
+      metrics: as in :func:`fit`.
+      batch_size: samples per evaluation batch, >= 1. Default 1024.
+      sample_weight: per-sample weights of the loss. Default None.
+
+    Example:
+      >>> import numpy as np, stablejax as sj
+      >>> from flax import nnx
+      >>> model = sj.nn.mlp([8], input_shape=(4,), output_size=2, rngs=nnx.Rngs(0))
+      >>> x, y = np.ones((10, 4), np.float32), np.zeros(10, np.int32)
+      >>> sorted(sj.train.evaluate(model, x, y))
+      ['accuracy', 'loss']
     """
     _check_model(model)
-    x, y = _as_split(data_split, "data_split")
+    index("batch_size", batch_size, 1)
+    if isinstance(x, TrainState):
+        state, name = x, "data_split"
+        x, y, w = _as_weighted_split(y, name)
+        if w is not None and sample_weight is not None:
+            raise ValueError("sample weights given twice: in the data split (x, y, w) and "
+                             "as sample_weight=")
+    else:
+        _, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
+        zero = jnp.zeros((), jnp.int32)
+        state, name = TrainState(params, rest, (), zero, zero, zero, {}), "evaluate"
+        x, y = _as_split((x, y), name)
+        w = None
+    if sample_weight is not None:
+        w = _as_sample_weight(sample_weight, len(x), "sample_weight")
     metrics = _as_metrics(metrics, loss)
-    _check_targets(loss, y, _outputs(model, x, "data_split"), "data_split")
+    _check_targets(loss, y, _outputs(model, x, name), name)
     run = make_eval_scan(model, loss, metrics=metrics, batch_size=batch_size)
-    return _means_of(run(state, jnp.asarray(x), jnp.asarray(y)), len(x), batch_size)
+    targets = jax.tree.map(jnp.asarray, _targets(y, w))
+    return _means_of(run(state, jnp.asarray(x), targets), len(x), batch_size)
+
+
+def predict(model: nnx.Module, x: Any, batch_size: int = 32) -> np.ndarray:
+    """The model's outputs for ``x`` in inference mode, as Keras's ``predict``.
+
+    Batch norm uses its moving statistics and RReLU its mean slope; nothing in the model
+    changes. ``x`` is cut into batches of ``batch_size`` (the last may be shorter), all
+    run in one compiled call; the program is compiled once per model structure, input
+    shape and ``batch_size``, so calling ``predict`` again on the same model, or on a
+    model of the same structure with other weights, does not compile again. The outputs
+    do not depend on ``batch_size`` beyond float32 rounding.
+
+    Args:
+      model: a ``flax.nnx`` model.
+      x: inputs of shape ``(samples, features...)``.
+      batch_size: samples per batch, >= 1. Default 32, Keras's.
+
+    Returns:
+      A NumPy array of shape ``(samples, outputs...)``.
+
+    Example:
+      >>> import numpy as np, stablejax as sj
+      >>> from flax import nnx
+      >>> model = sj.nn.mlp([8], input_shape=(4,), output_size=3, rngs=nnx.Rngs(0))
+      >>> sj.train.predict(model, np.ones((70, 4), np.float32)).shape
+      (70, 3)
+    """
+    _check_model(model)
+    index("batch_size", batch_size, 1)
+    x = _as_inputs(x, "x")
+    _outputs(model, x, "x")
+    graphdef, variables = nnx.split(model)
+    return np.asarray(jax.device_get(_predict(graphdef, variables, jnp.asarray(x),
+                                              batch_size)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _predict(graphdef: nnx.GraphDef, variables: nnx.State, x: jax.Array,
+             batch_size: int) -> Any:
+    def forward(variables: nnx.State, batch: jax.Array) -> Any:
+        model = nnx.merge(graphdef, variables)
+        model.eval()
+        return model(batch)
+
+    full = len(x) // batch_size
+    split = full * batch_size
+    parts = []
+    if full:  # the variables ride in the carry: a closed-over nnx variable cannot be
+        # read inside the loop's trace
+        xs = x[:split].reshape(full, batch_size, *x.shape[1:])
+        _, ys = jax.lax.scan(lambda v, b: (v, forward(v, b)), variables, xs)
+        parts.append(jax.tree.map(lambda a: a.reshape(split, *a.shape[2:]), ys))
+    if split < len(x):
+        parts.append(forward(variables, x[split:]))
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
 
 def _describe(value: Any) -> str:
@@ -351,15 +488,9 @@ def _check_model(model: Any) -> None:
                         f"got {_describe(model)}")
 
 
-def _as_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` as numpy arrays, checked: a pair, the same length, not empty."""
-    if not isinstance(split, (tuple, list)):
-        raise TypeError(f"{name} must be a pair (x, y) of inputs and targets (or a "
-                        f"stablejax.data.Split), got {_describe(split)}")
-    if len(split) != 2:
-        raise ValueError(f"{name} must be a pair (x, y) of inputs and targets, got "
-                         f"{len(split)} items (sample weights are not supported)")
-    x, y = np.asarray(split[0]), np.asarray(split[1])
+def _as_inputs(x: Any, name: str) -> np.ndarray:
+    """``x`` as a numpy array of numbers with a sample axis and at least one sample."""
+    x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"{name}: x must hold numbers, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -367,12 +498,91 @@ def _as_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{name}: x must have shape (samples, features...), got shape {x.shape}; "
             "for one feature per sample pass x.reshape(-1, 1)"
         )
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty (0 samples): pass at least one sample")
+    return x
+
+
+def _as_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as numpy arrays, checked: a pair, the same length, not empty."""
+    if not isinstance(split, (tuple, list)):
+        raise TypeError(f"{name} must be a pair (x, y) of inputs and targets (or a "
+                        f"stablejax.data.Split), got {_describe(split)}")
+    if len(split) != 2:
+        raise ValueError(f"{name} must be a pair (x, y) of inputs and targets, got "
+                         f"{len(split)} items (pass sample weights as sample_weight=)")
+    x, y = _as_inputs(split[0], name), np.asarray(split[1])
     if y.ndim == 0 or len(x) != len(y):
         raise ValueError(f"{name}: inputs and targets differ in length: x has shape "
                          f"{x.shape}, y has shape {y.shape}")
-    if len(x) == 0:
-        raise ValueError(f"{name} is empty (0 samples): pass at least one sample")
     return x, y
+
+
+def _as_weighted_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(x, y)`` or ``(x, y, sample_weight)``, checked: ``(x, y, weights or None)``."""
+    if isinstance(split, (tuple, list)) and len(split) == 3:
+        x, y = _as_split(tuple(split[:2]), name)
+        return x, y, _as_sample_weight(split[2], len(x), f"{name}'s sample weights")
+    return (*_as_split(split, name), None)
+
+
+def _as_sample_weight(weights: Any, n: int, name: str) -> np.ndarray:
+    """One finite, non-negative float32 weight per sample, shape ``(n,)``."""
+    w = np.asarray(weights)
+    if not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_) or np.iscomplexobj(w):
+        raise ValueError(f"{name} must hold real numbers, got dtype {w.dtype}")
+    if w.shape != (n,):
+        hint = " (pass w.reshape(-1))" if w.size == n else ""
+        raise ValueError(f"{name} must have shape ({n},), one weight per sample, got shape "
+                         f"{w.shape}{hint}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name} must be finite and >= 0: weight {w[i]} at index {i} "
+                         f"({bad.size} bad weights)")
+    return w.astype(np.float32)
+
+
+def _class_weights(class_weight: Any, y: np.ndarray) -> np.ndarray:
+    """Keras's ``class_weight`` as one weight per sample: ``class_weight.get(c, 1.0)``.
+
+    The class of a sample is its label; for targets with a last axis, the index of the
+    largest value (one-hot), or the value itself when that axis has size 1; float labels
+    (binary targets) are rounded to the nearest integer, as Keras does.
+    """
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class index: weight}}, got "
+                        f"{_describe(class_weight)}")
+    labels = y
+    if labels.ndim > 1:
+        labels = labels.argmax(axis=-1) if labels.shape[-1] != 1 else labels[..., 0]
+    labels = np.round(labels).astype(np.int64)
+    weights = np.ones(len(y), np.float32)
+    for key, value in class_weight.items():
+        if isinstance(key, bool | np.bool_) or not isinstance(key, numbers.Integral):
+            raise ValueError(f"class_weight keys must be class indices (int), got {key!r}")
+        check_range(f"class_weight[{key!r}]", value, 0, math.inf, high_open=True)
+        weights[labels == int(key)] = float(value)
+    return weights
+
+
+def _validation_split(x: np.ndarray, y: np.ndarray, w: Any, split: float) -> tuple:
+    """Keras's ``validation_split``: the last ``n - floor(n * (1 - split))`` samples,
+    taken before any shuffling, are the validation set; returns both parts."""
+    n = len(x)
+    at = int(math.floor(n * (1.0 - float(split))))
+    if at in (0, n):
+        side = "training" if at == 0 else "validation"
+        raise ValueError(f"validation_split={split!r} leaves no {side} samples of the {n} in "
+                         "train_data: pass more data or another validation_split")
+    head, tail = slice(None, at), slice(at, None)
+    return ((x[head], y[head], None if w is None else w[head]),
+            (x[tail], y[tail], None if w is None else w[tail]))
+
+
+def _targets(y: Any, w: Any) -> Any:
+    """The targets the steps take: ``y``, or ``Weighted(y, w)`` with sample weights."""
+    return y if w is None else Weighted(y, w)
 
 
 def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
@@ -649,10 +859,12 @@ class _Placement:
         device, or on a mesh each device's rows of the epoch's batches."""
         if self.mesh is None:
             return x, y, jnp.asarray(rows), None if tail is None else jnp.asarray(tail)
-        xb, yb = (distributed.gather_rows(a, rows, self.mesh) for a in (x, y))
-        last = None if tail is None else tuple(
-            distributed.gather_rows(a, tail, self.mesh) for a in (x, y))
-        return xb, yb, None, last
+        def gather(a: np.ndarray, where: np.ndarray) -> jax.Array:
+            return distributed.gather_rows(a, where, self.mesh)
+
+        batches = jax.tree.map(lambda a: gather(a, rows), (x, y))
+        last = None if tail is None else jax.tree.map(lambda a: gather(a, tail), (x, y))
+        return *batches, None, last
 
 
 def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips, bar,

@@ -194,6 +194,35 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "mean_squared_error": mean_squared_error,
 }
 
+def sample_weighted(
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    outputs: ArrayLike,
+    targets: ArrayLike,
+    sample_weight: ArrayLike,
+) -> jax.Array:
+    r"""A batch loss with one weight per sample, as Keras's ``sample_weight`` weighs it.
+
+    .. math::
+
+        L = \frac{1}{n} \sum_{i=1}^{n} w_i \, \ell(o_i, t_i)
+
+    where :math:`\ell(o_i, t_i)` is ``loss_fn`` on the one-sample batch ``i`` (the mean
+    over the batch of one sample is that sample's loss) and :math:`n` the batch size: the
+    sum is divided by the number of samples, not by the sum of the weights (Keras 3's
+    ``"sum_over_batch_size"`` reduction). All weights 1 give the batch mean.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(sample_weighted(mean_squared_error, jnp.array([[1.0], [3.0]]),
+      ...                       jnp.zeros((2, 1)), jnp.array([1.0, 0.5])))
+      2.75
+    """
+    outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
+    per_sample = jax.vmap(lambda o, t: loss_fn(o[None], t[None]))(outputs, targets)
+    weights = jnp.asarray(sample_weight).astype(per_sample.dtype)
+    return jnp.sum(per_sample * weights) / per_sample.shape[0]
+
+
 # The metric reported beside each named loss, as Keras's metrics=["accuracy"] resolves it.
 ACCURACY_FOR: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "sparse_categorical_crossentropy": sparse_categorical_accuracy,

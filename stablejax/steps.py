@@ -36,6 +36,7 @@ from stablejax.guard import all_finite
 
 __all__ = [
     "Batch",
+    "Weighted",
     "TrainState",
     "init_state",
     "update_model",
@@ -46,10 +47,32 @@ __all__ = [
     "batch_sizes",
 ]
 
-Batch = tuple[jax.Array, jax.Array]
+Batch = tuple[jax.Array, Any]  # (x, y), y an array or Weighted(targets, weights)
 Loss = str | Callable[[jax.Array, jax.Array], jax.Array]
 Metrics = dict[str, Callable[[jax.Array, jax.Array], jax.Array]]
 Mesh = jax.sharding.Mesh
+
+
+class Weighted(NamedTuple):
+    """Targets with one weight per sample: a batch ``(x, Weighted(y, w))`` is trained on
+    ``sum(w_i * loss_i) / batch_size`` (:func:`stablejax.losses.sample_weighted`, Keras's
+    ``sample_weight``), while the metrics see ``y`` alone, unweighted, as Keras's
+    ``metrics`` do. ``weights`` has shape ``(samples,)``."""
+
+    targets: Any
+    weights: jax.Array
+
+
+def _targets_and_loss(loss_fn: Callable, outputs: Any, y: Any) -> tuple[Any, jax.Array]:
+    """The metrics' targets and the batch loss, sample-weighted for :class:`Weighted`."""
+    if isinstance(y, Weighted):
+        return y.targets, losses.sample_weighted(loss_fn, outputs, y.targets, y.weights)
+    return y, loss_fn(outputs, y)
+
+
+def _rows(tree: Any, idx: Any) -> Any:
+    """``a[idx]`` for every array of the targets (``y`` or :class:`Weighted`)."""
+    return jax.tree.map(lambda a: a[idx], tree)
 
 
 class TrainState(NamedTuple):
@@ -123,7 +146,7 @@ def _train_body(
             model = nnx.merge(graphdef, params, state.rest, copy=True)
             outputs = model(x)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
-            return loss_fn(outputs, y), (outputs, rest)
+            return _targets_and_loss(loss_fn, outputs, y)[1], (outputs, rest)
 
         (value, (outputs, rest)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
@@ -153,7 +176,8 @@ def _train_body(
             skips=jnp.where(finite, 0, optax.safe_increment(state.skips)).astype(jnp.int32),
         )
         out = {"loss": value, "skipped": skipped}
-        out.update({name: fn(outputs, y) for name, fn in metric_fns.items()})
+        labels = y.targets if isinstance(y, Weighted) else y
+        out.update({name: fn(outputs, labels) for name, fn in metric_fns.items()})
         if step_stats is not None:
             stats = step_stats(grads, params_before)
             clash = sorted(reserved & set(stats))
@@ -186,6 +210,8 @@ def make_train_step(
     model's RNG state), ``loss(outputs, y)``, gradients w.r.t. the ``nnx.Param``
     variables, ``tx.update`` and ``optax.apply_updates``. When the loss or any gradient
     is NaN or Inf the step changes nothing but the counters and reports ``skipped=1``.
+    A batch ``(x, Weighted(y, w))`` trains on the sample-weighted loss (see
+    :class:`Weighted`).
 
     Args:
       model: the ``flax.nnx`` model (its structure is captured; its values live in the
@@ -259,8 +285,9 @@ def _eval_body(
         model = nnx.merge(graphdef, state.params, state.rest)
         model.eval()
         outputs = model(x)
-        out = {"loss": loss_fn(outputs, y)}
-        out.update({name: fn(outputs, y) for name, fn in metric_fns.items()})
+        labels, value = _targets_and_loss(loss_fn, outputs, y)
+        out = {"loss": value}
+        out.update({name: fn(outputs, labels) for name, fn in metric_fns.items()})
         return out
 
     return step
@@ -310,7 +337,8 @@ def make_train_scan(
     each metric (the batch's mean), ``skipped`` (1 for a non-finite step) and ``skips``
     (consecutive skipped steps after it), and each of ``step_stats``'s values (see
     :func:`make_train_step`); entries of steps that did not run are 0. The input state
-    is donated.
+    is donated. ``y`` may be :class:`Weighted` (targets and per-sample weights, indexed
+    alike).
 
     With ``batched=True`` the batches come gathered: ``x`` and ``y`` are the epoch's
     full batches, ``(steps, batch_size, ...)``, ``rows`` is None and ``tail`` the pair
@@ -351,7 +379,7 @@ def make_train_scan(
         else:
             if mesh is not None:  # each device gathers its own rows of the batch
                 idx = distributed.constrain_batch(idx, mesh)
-            batch = (x[idx], y[idx])
+            batch = (x[idx], _rows(y, idx))
         state, out = body(state, batch)
         out["skips"] = state.skips
         out["ran"] = jnp.ones((), jnp.int32)
@@ -363,7 +391,7 @@ def make_train_scan(
         return state.skips < max_consecutive_skips
 
     def row(rows: jax.Array | None, x: jax.Array, y: jax.Array, i: Any) -> Any:
-        return (x[i], y[i]) if batched else rows[i]  # type: ignore[index]
+        return (x[i], _rows(y, i)) if batched else rows[i]  # type: ignore[index]
 
     def run(state, x, y, rows, start, count, tail=None, use_tail=False):
         if batched and rows is not None:
@@ -421,7 +449,8 @@ def make_eval_scan(
     evaluated as :func:`make_eval_step` does, in one loop on the device. ``outs[k]`` holds
     each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
     set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`. One
-    compile per set size. With ``mesh`` (the state placed on it and ``x``, ``y``
+    compile per set size. ``y`` may be :class:`Weighted`: each batch's loss is then
+    sample-weighted and the set's mean is ``sum(w_i * loss_i) / len(x)``. With ``mesh`` (the state placed on it and ``x``, ``y``
     replicated, :func:`stablejax.distributed.replicate`), each batch is split along
     ``"data"`` when its size divides over the devices, else evaluated whole on each.
 
@@ -445,10 +474,10 @@ def make_eval_scan(
         full = len(x) // batch_size
         split = full * batch_size
         xs = x[:split].reshape(full, batch_size, *x.shape[1:])
-        ys = y[:split].reshape(full, batch_size, *y.shape[1:])
+        ys = jax.tree.map(lambda a: a[:split].reshape(full, batch_size, *a.shape[1:]), y)
         _, outs = jax.lax.scan(lambda s, b: (s, step(s, b)), state, (xs, ys))
         if split < len(x):
-            last = step(state, (x[split:], y[split:]))
+            last = step(state, (x[split:], _rows(y, slice(split, None))))
             outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
         if mesh is not None:  # whole on every device: each process can read them
             outs = distributed.constrain_replicated(outs, mesh)

@@ -3,7 +3,7 @@
 The pieces live in :mod:`stablejax.steps` (``TrainState``, ``init_state``,
 ``make_train_step``, ``make_eval_step``, ``make_train_scan``, ``make_eval_scan``),
 :mod:`stablejax.callbacks` (``Callback``, ``ReduceLROnPlateau``, ``EarlyStopping``,
-``LearningRateScheduler``) and :mod:`stablejax.loop` (``fit``, ``evaluate``, ``History``,
+``LearningRateScheduler``) and :mod:`stablejax.loop` (``fit``, ``evaluate``, ``predict``, ``History``,
 ``NonFiniteError``); this module gathers them, so ``sj.train.fit`` and
 ``sj.train.EarlyStopping`` read as in Keras.
 """
@@ -16,7 +16,7 @@ from stablejax.callbacks import (
     ModelCheckpoint,
     ReduceLROnPlateau,
 )
-from stablejax.loop import History, NonFiniteError, evaluate, fit
+from stablejax.loop import History, NonFiniteError, evaluate, fit, predict
 from stablejax.steps import (
     TrainState,
     init_state,
@@ -37,6 +37,7 @@ __all__ = [
     "update_model",
     "fit",
     "evaluate",
+    "predict",
     "History",
     "NonFiniteError",
     "Callback",
