@@ -3,6 +3,7 @@ arguments, ModelCheckpoint and CSVLogger."""
 
 import csv
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -73,3 +74,110 @@ def test_csv_logger_and_model_checkpoint(digits, tmp_path):
     with pytest.raises(ValueError, match="monitor"):
         sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=1, batch_size=128, verbose=0,
                callbacks=[train.ModelCheckpoint(str(tmp_path / "x"), save_best_only=True)])
+
+
+def _flat(split, n=None):
+    """``(x, y)`` with each 8x8 image as 64 features (a ``.keras`` model starting with
+    ``Dense`` needs no ``input_shape``)."""
+    x, y = split.x[:n], split.y[:n]
+    return x.reshape(len(x), -1), y
+
+
+def _dense_net(batch_norm=False, seed=0):
+    rngs = nnx.Rngs(seed)
+    hidden = [sj.nn.Dense(64, 16, activation="elu", rngs=rngs)]
+    if batch_norm:
+        hidden.append(sj.nn.BatchNorm(16, rngs=rngs))
+    return nnx.Sequential(*hidden, sj.nn.Dense(16, 10, activation="softmax", rngs=rngs))
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return (jax.tree.structure(a) == jax.tree.structure(b)
+            and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True)))
+
+
+def test_model_checkpoint_keras_files_round_trip(digits, tmp_path):
+    train_split, valid = _flat(digits.train, 256), _flat(digits.valid)
+    tx = sj.keras_format.optimizer("Adam", learning_rate=0.01)
+    ckpt = train.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}.keras"))
+    history = sj.fit(_dense_net(batch_norm=True), tx, train_split, epochs=3, batch_size=64,
+                     verbose=0, shuffle=False, validation_data=valid, callbacks=[ckpt])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-01.keras", "m-02.keras", "m-03.keras"]
+    for epoch in range(3):
+        model, tx_loaded, state = sj.keras_format.load(tmp_path / f"m-{epoch + 1:02d}.keras")
+        # Keras's iteration count: 4 batches of 64 per epoch.
+        assert int(state.step) == 4 * (epoch + 1)
+        got = train.evaluate(model, state, valid)
+        assert got["loss"] == pytest.approx(history.history["val_loss"][epoch], rel=1e-6)
+        assert got["accuracy"] == pytest.approx(history.history["val_accuracy"][epoch])
+    # The last file holds the final run state: weights, moving statistics and every
+    # optimizer variable (moments, counts) bitwise.
+    assert _leaves_equal(state.params, history.state.params)
+    assert _leaves_equal(state.rest, history.state.rest)
+    assert _leaves_equal(state.opt_state, history.state.opt_state)
+    # The second epoch's file continues into the third epoch of the run, bitwise.
+    model, tx_loaded, state = sj.keras_format.load(tmp_path / "m-02.keras")
+    resumed = sj.fit(model, tx_loaded, train_split, epochs=1, batch_size=64, verbose=0,
+                     shuffle=False, validation_data=valid, state=state)
+    assert _leaves_equal(resumed.state.params, history.state.params)
+    assert resumed.history["val_loss"] == history.history["val_loss"][2:]
+
+
+def _improving_epochs(values, mode, threshold=None):
+    """The 1-based epochs at which ``values`` beat the best so far (Keras's rule: strict
+    improvement in float32; the first value always improves unless a threshold is given)."""
+    best, epochs = (None if threshold is None else np.float32(threshold)), []
+    for epoch, value in enumerate(np.float32(values), start=1):
+        if best is None or (value < best if mode == "min" else value > best):
+            best = value
+            epochs.append(epoch)
+    return epochs
+
+
+def _best_only_run(digits, tmp_path, **checkpoints):
+    """A 5-epoch SGD run at a rate large enough that val_loss and val_accuracy do not
+    improve every epoch; one ``save_best_only`` checkpoint per keyword (its file prefix)."""
+    callbacks = [train.ModelCheckpoint(str(tmp_path / (prefix + "-{epoch}.keras")),
+                                       save_best_only=True, save_weights_only=True, **kwargs)
+                 for prefix, kwargs in checkpoints.items()]
+    history = sj.fit(_dense_net(), sj.sgd(1.0), _flat(digits.train, 256), epochs=5,
+                     batch_size=32, verbose=0, validation_data=_flat(digits.valid),
+                     callbacks=callbacks)
+
+    def written(prefix):
+        return sorted(int(p.name[len(prefix) + 1:-len(".keras")])
+                      for p in tmp_path.glob(prefix + "-*.keras"))
+
+    return history.history, written
+
+
+def test_model_checkpoint_save_best_only_skips_epochs_without_improvement(digits, tmp_path):
+    history, written = _best_only_run(digits, tmp_path, loss={"monitor": "val_loss"})
+    expected = _improving_epochs(history["val_loss"], "min")
+    assert written("loss") == expected
+    assert len(expected) < 5, "val_loss improved every epoch: nothing was skipped"
+    # Each file holds the weights of its epoch: its val_loss is the one logged.
+    valid = _flat(digits.valid)
+    for epoch in expected:
+        model, _, _ = sj.keras_format.load(tmp_path / f"loss-{epoch}.keras")
+        got = train.evaluate(model, train.init_state(model, sj.sgd()), valid)
+        assert got["loss"] == pytest.approx(history["val_loss"][epoch - 1], rel=1e-6)
+
+
+def test_model_checkpoint_max_mode_and_initial_value_threshold(digits, tmp_path):
+    history, written = _best_only_run(
+        digits, tmp_path,
+        acc={"monitor": "val_accuracy", "mode": "max"},
+        auto={"monitor": "val_accuracy"},  # "auto" is "max" for an accuracy
+        above={"monitor": "val_accuracy", "mode": "max", "initial_value_threshold": 1.01},
+        half={"monitor": "val_accuracy", "mode": "max", "initial_value_threshold": 0.5},
+    )
+    accuracy = history["val_accuracy"]
+    expected = _improving_epochs(accuracy, "max")
+    assert written("acc") == written("auto") == expected
+    assert len(expected) < 5, "val_accuracy improved every epoch: nothing was skipped"
+    assert written("above") == []  # no epoch beats a threshold above every value
+    assert written("half") == _improving_epochs(accuracy, "max", threshold=0.5)
+    assert min(accuracy) < 0.5 < max(accuracy)  # the threshold skipped some epochs
