@@ -859,8 +859,10 @@ class _Placement:
         device, or on a mesh each device's rows of the epoch's batches."""
         if self.mesh is None:
             return x, y, jnp.asarray(rows), None if tail is None else jnp.asarray(tail)
+        mesh = self.mesh
+
         def gather(a: np.ndarray, where: np.ndarray) -> jax.Array:
-            return distributed.gather_rows(a, where, self.mesh)
+            return distributed.gather_rows(a, where, mesh)
 
         batches = jax.tree.map(lambda a: gather(a, rows), (x, y))
         last = None if tail is None else jax.tree.map(lambda a: gather(a, tail), (x, y))

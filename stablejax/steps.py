@@ -450,9 +450,10 @@ def make_eval_scan(
     each batch's ``loss`` and metrics (batch means), one entry per batch in order; the
     set's mean is ``sum(outs[k] * sizes) / len(x)`` with :func:`batch_sizes`. One
     compile per set size. ``y`` may be :class:`Weighted`: each batch's loss is then
-    sample-weighted and the set's mean is ``sum(w_i * loss_i) / len(x)``. With ``mesh`` (the state placed on it and ``x``, ``y``
-    replicated, :func:`stablejax.distributed.replicate`), each batch is split along
-    ``"data"`` when its size divides over the devices, else evaluated whole on each.
+    sample-weighted and the set's mean is ``sum(w_i * loss_i) / len(x)``. With ``mesh``
+    (the state placed on it and ``x``, ``y`` replicated,
+    :func:`stablejax.distributed.replicate`), each batch is split along ``"data"`` when
+    its size divides over the devices, else evaluated whole on each.
 
     Example::
 

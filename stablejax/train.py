@@ -1,11 +1,11 @@
 """Training, in one namespace: the run state and steps, the callbacks, and ``fit``.
 
-The pieces live in :mod:`stablejax.steps` (``TrainState``, ``init_state``,
+The pieces live in :mod:`stablejax.steps` (``TrainState``, ``Weighted``, ``init_state``,
 ``make_train_step``, ``make_eval_step``, ``make_train_scan``, ``make_eval_scan``),
 :mod:`stablejax.callbacks` (``Callback``, ``ReduceLROnPlateau``, ``EarlyStopping``,
-``LearningRateScheduler``) and :mod:`stablejax.loop` (``fit``, ``evaluate``, ``predict``, ``History``,
-``NonFiniteError``); this module gathers them, so ``sj.train.fit`` and
-``sj.train.EarlyStopping`` read as in Keras.
+``LearningRateScheduler``, ``ModelCheckpoint``, ``CSVLogger``) and :mod:`stablejax.loop`
+(``fit``, ``evaluate``, ``predict``, ``History``, ``NonFiniteError``); this module gathers
+them, so ``sj.train.fit`` and ``sj.train.EarlyStopping`` read as in Keras.
 """
 
 from stablejax.callbacks import (
@@ -19,6 +19,7 @@ from stablejax.callbacks import (
 from stablejax.loop import History, NonFiniteError, evaluate, fit, predict
 from stablejax.steps import (
     TrainState,
+    Weighted,
     init_state,
     make_eval_scan,
     make_eval_step,
@@ -29,6 +30,7 @@ from stablejax.steps import (
 
 __all__ = [
     "TrainState",
+    "Weighted",
     "init_state",
     "make_train_step",
     "make_eval_step",

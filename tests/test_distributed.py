@@ -106,6 +106,17 @@ EIGHT = textwrap.dedent('''
     for part in ("params", "rest", "opt_state"):
         out["sharded_" + part] = _relative(getattr(sharded.state, part),
                                            getattr(one.state, part))
+    # Class weights in training and sample weights in validation, sharded like the data.
+    weights = np.linspace(0.5, 2.0, len(valid[0])).astype(np.float32)
+    weighted = {"epochs": 1, "class_weight": {0: 3.0, 7: 0.25},
+                "validation_data": (*valid, weights)}
+    one_weighted = _fit(**weighted)
+    many_weighted = _fit(mesh=mesh, **weighted)
+    out["weighted_params"] = _relative(many_weighted.state.params, one_weighted.state.params)
+    out["weighted_history"] = max(abs(a - b) / max(abs(b), 1e-30) for k in one_weighted.history
+                                  for a, b in zip(many_weighted.history[k],
+                                                  one_weighted.history[k]))
+    out["weighted_differs"] = one_weighted.history["loss"][0] != one.history["loss"][0]
     out["replicated"] = all(a.is_fully_replicated for a in jax.tree.leaves(many.state))
     out["sharded_replicated"] = all(a.is_fully_replicated for part in ("params", "rest")
                                     for a in jax.tree.leaves(getattr(sharded.state, part)))
@@ -189,6 +200,13 @@ def test_eight_devices_train_as_one(eight):
         assert eight[part] < BOUND, (part, eight[part])
     # One compiled train program and one evaluation for the whole fit.
     assert eight["run_compiles"] == 1 and eight["eval_compiles"] == 1
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_weighted_training_on_eight_devices_trains_as_one(eight):
+    assert eight["weighted_differs"]  # the weights changed the loss
+    assert eight["weighted_params"] < BOUND
+    assert eight["weighted_history"] < BOUND
 
 
 @pytest.mark.slow  # trains in subprocesses

@@ -6,6 +6,7 @@ The references are NumPy in float64: the weighted loss ``sum(w_i * loss_i) / bat
 """
 
 import logging
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -281,3 +282,60 @@ def test_bad_predict_and_evaluate_arguments():
         train.evaluate(model, train.init_state(model, sj.sgd(0.1)),
                        (np.ones((4, 3)), np.ones((4, 2)), np.ones(4)), loss="mse",
                        sample_weight=np.ones(4))
+
+
+
+KERAS = np.load(Path(__file__).parent / "data" / "keras_weighted.npz")
+KERAS_RTOL = 1e-6  # relative to each array's largest magnitude (measured: at most 2.4e-7)
+
+
+def _keras_inputs():
+    from test_keras_format import DATA
+
+    d = np.load(DATA / "keras_digits.npz")
+    return d["pixels"].astype(np.float32) / 16, d["labels"].astype(np.int32)
+
+
+def _from_keras_file(train_data, **kwargs):
+    from test_keras_format import DATA
+
+    model, tx, state = sj.keras_format.load(DATA / "keras_weighted.keras")
+    history = sj.fit(model, tx, train_data, epochs=2, batch_size=32, shuffle=False,
+                     verbose=0, state=state, compilation_cache=False, **kwargs)
+    return model, history
+
+
+def _assert_matches_keras(case, model, history):
+    from test_keras_format import weights
+
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(history.history[key], KERAS[f"{case}/history/{key}"],
+                                   rtol=KERAS_RTOL, err_msg=key)
+    for key, value in weights(model).items():
+        expected = KERAS[f"{case}/{key}"]
+        error = np.max(np.abs(value - expected))
+        assert error <= KERAS_RTOL * np.max(np.abs(expected)), (key, error)
+
+
+def test_sample_weight_and_validation_split_equal_keras_fit():
+    """Keras 3.15.1's fit(sample_weight=, validation_split=0.25), 2 epochs from the same
+    file (tests/data/make_keras_fixtures.py); then its evaluate and predict."""
+    x, y = _keras_inputs()
+    w = np.linspace(0.2, 2.0, 256).astype(np.float32)
+    model, history = _from_keras_file((x, y), sample_weight=w, validation_split=0.25)
+    _assert_matches_keras("sample", model, history)
+    scores = train.evaluate(model, x[192:], y[192:], sample_weight=w[192:])
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(scores[key], KERAS[f"sample/evaluate/{key}"],
+                                   rtol=KERAS_RTOL)
+    predicted = train.predict(model, x[:40], batch_size=16)
+    expected = KERAS["sample/predict"]
+    assert np.max(np.abs(predicted - expected)) <= KERAS_RTOL * np.max(np.abs(expected))
+
+
+def test_class_weight_and_weighted_validation_data_equal_keras_fit():
+    x, y = _keras_inputs()
+    w = np.linspace(0.2, 2.0, 256).astype(np.float32)
+    model, history = _from_keras_file((x[:192], y[:192]), class_weight={0: 3.0, 3: 0.2, 9: 2.0},
+                                      validation_data=(x[192:], y[192:], w[192:]))
+    _assert_matches_keras("class", model, history)

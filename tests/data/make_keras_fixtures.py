@@ -27,6 +27,18 @@ Two more files test how models are read: ``keras_functional.keras``, a functiona
 ``keras_branch.keras``, an uncompiled functional model whose two Dense layers both read
 the input (not a chain).
 
+``keras_weighted.keras`` and ``keras_weighted.npz`` test fit's Keras arguments: a
+Flatten, Dense 16 ELU, Dense 10 softmax model compiled with Adam(0.01), the sparse
+cross-entropy and ``metrics=["accuracy"]``, saved untrained; then, from that file, Keras's
+``fit`` for 2 epochs in batches of 32, unshuffled, in two cases: ``sample``, with
+``sample_weight=linspace(0.2, 2, 256)`` and ``validation_split=0.25``; ``class``, with
+``class_weight={0: 3, 3: 0.2, 9: 2}`` on the first 192 samples and
+``validation_data=(the last 64, their labels, their linspace weights)``. Recorded:
+``<case>/history/<key>`` (one value per epoch), ``<case>/<layer>/<weight>`` after training,
+and, for ``sample``, ``sample/evaluate/<key>`` (``evaluate`` on the last 64 samples with
+their weights) and ``sample/predict`` (``predict`` on the first 40, ``batch_size=16``).
+Rerun only these with ``... make_keras_fixtures.py weighted``.
+
 Weights are keyed ``<layer index>/<weight index>`` in Keras's order (``model.layers``,
 which leaves out the input layer; ``layer.weights``), optimizer variables
 ``optimizer/<index>`` in the order of ``optimizer.variables``.
@@ -134,12 +146,50 @@ def functional_files(keras: Any, x: np.ndarray, y: np.ndarray) -> None:
     keras.Model(inputs, branches).save(HERE / "keras_branch.keras")
 
 
+def weighted_files(keras: Any, x: np.ndarray, y: np.ndarray) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="elu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    path = HERE / "keras_weighted.keras"
+    model.save(path)
+    w = np.linspace(0.2, 2.0, SAMPLES).astype(np.float32)
+    cases = {
+        "sample": {"x": x, "y": y, "sample_weight": w, "validation_split": 0.25},
+        "class": {"x": x[:192], "y": y[:192], "class_weight": {0: 3.0, 3: 0.2, 9: 2.0},
+                  "validation_data": (x[192:], y[192:], w[192:])},
+    }
+    out: dict[str, np.ndarray] = {}
+    for case, kwargs in cases.items():
+        trained = keras.models.load_model(path)
+        history = trained.fit(batch_size=BATCH, epochs=2, shuffle=False, verbose=0, **kwargs)
+        for key, values in history.history.items():
+            out[f"{case}/history/{key}"] = np.asarray(values, np.float64)
+        for i, layer in enumerate(trained.layers):
+            for k, weight in enumerate(layer.weights):
+                out[f"{case}/{i}/{k}"] = np.asarray(weight.numpy())
+        if case == "sample":
+            scores = trained.evaluate(x[192:], y[192:], sample_weight=w[192:], verbose=0,
+                                      return_dict=True)
+            for key, value in scores.items():
+                out[f"sample/evaluate/{key}"] = np.asarray(value, np.float64)
+            out["sample/predict"] = trained.predict(x[:40], batch_size=16, verbose=0)
+    np.savez_compressed(HERE / "keras_weighted.npz", **out)
+    print("weighted written", file=sys.stderr)
+
+
 def main() -> None:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
     pixels, labels = data()
     x, y = pixels.astype(np.float32) / 16, labels.astype(np.int32)
+    if sys.argv[1:] == ["weighted"]:
+        weighted_files(keras, x, y)
+        return
+    weighted_files(keras, x, y)
     np.savez_compressed(HERE / "keras_digits.npz", pixels=pixels, labels=labels)
     functional_files(keras, x, y)
     for case, (layers, (class_name, config)) in CASES.items():
