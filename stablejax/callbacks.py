@@ -51,6 +51,14 @@ class Callback:
         optimizer it trains (Keras's ``set_model``); the default keeps nothing."""
         del model, tx
 
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Called by :func:`stablejax.fit` after :meth:`set_model`, before training, with
+        the run's settings (Keras's ``set_params``): ``epochs``, ``steps`` (updates per
+        epoch), ``verbose``, ``loss`` (a name or the callable) and ``input_shape`` (one
+        sample's shape). The default keeps them as ``self.params``; raising here stops
+        ``fit`` before anything trains."""
+        self.params = dict(params)
+
     def init(self, state: TrainState) -> Any:
         """Called once before training (also on resume, then overwritten by the
         checkpointed value); returns the callback's initial state."""
@@ -415,7 +423,9 @@ class ModelCheckpoint(Callback):
     fields such as ``"run/{epoch:02d}-{val_loss:.2f}.keras"``. A path ending in
     ``.keras`` is written with :func:`stablejax.keras_format.save` (the model and, unless
     ``save_weights_only``, the optimizer and its state: the optimizer must then come from
-    :func:`stablejax.keras_format.optimizer` or ``load``); any other path is a directory
+    :func:`stablejax.keras_format.optimizer` or ``load``; the file's input shape is
+    ``fit``'s samples' and its loss ``fit``'s, which must then be a name), checked by a
+    trial write before training starts; any other path is a directory
     written with :mod:`stablejax.checkpoint`: with ``save_weights_only`` every variable of
     the model (read it back with ``sj.checkpoint.load_model(path, model)``), otherwise the
     run state without the callbacks' state (``sj.checkpoint.restore(path,
@@ -455,6 +465,7 @@ class ModelCheckpoint(Callback):
     initial_value_threshold: float | None = None
     model: Any = field(default=None, init=False, repr=False)
     tx: Any = field(default=None, init=False, repr=False)
+    params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.filepath, str | os.PathLike):
@@ -474,6 +485,18 @@ class ModelCheckpoint(Callback):
     def set_model(self, model: Any, tx: Any) -> None:
         """Keeps the model and optimizer that the saves describe."""
         self.model, self.tx = model, tx
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Keeps the run's settings; for a ``.keras`` path, writes the model once into a
+        scratch directory, so that a model, optimizer or loss Keras cannot hold is a
+        ``ValueError`` before training rather than after the first epoch."""
+        import tempfile
+
+        super().set_params(params)
+        if not self.filepath.endswith(".keras") or self.model is None:
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            self._save(os.path.join(scratch, "check.keras"), None)
 
     def init(self, state: TrainState) -> Any:
         """The best value so far (``initial_value_threshold`` or none yet)."""
@@ -505,7 +528,7 @@ class ModelCheckpoint(Callback):
             print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
         return state, own, False
 
-    def _save(self, path: str, state: TrainState) -> None:
+    def _save(self, path: str, state: TrainState | None) -> None:
         from flax import nnx
 
         from stablejax import checkpoint, keras_format
@@ -518,7 +541,13 @@ class ModelCheckpoint(Callback):
             os.makedirs(directory, exist_ok=True)
         if path.endswith(".keras"):
             tx = None if self.save_weights_only else self.tx
-            keras_format.save(path, self.model, state, tx)
+            loss = self.params.get("loss", "sparse_categorical_crossentropy")
+            if tx is not None and not isinstance(loss, str):
+                raise ValueError("ModelCheckpoint cannot write a .keras file of a run with a "
+                                 "custom loss: Keras's compile config needs a loss name. "
+                                 "Pass save_weights_only=True, or a path that is not .keras")
+            keras_format.save(path, self.model, state, tx,
+                              input_shape=self.params.get("input_shape"), loss=loss)
         elif self.save_weights_only:
             copy = nnx.merge(nnx.graphdef(self.model), state.params, state.rest)
             checkpoint.save(path, nnx.state(copy), force=True)

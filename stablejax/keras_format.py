@@ -851,6 +851,27 @@ def _h5_names(class_names: Sequence[str]) -> list[str]:
     return names
 
 
+# stablejax's loss names that Keras writes as a loss object: (class, its config).
+_LOGIT_LOSSES = {
+    "sparse_categorical_crossentropy_from_logits": ("SparseCategoricalCrossentropy", {
+        "name": "sparse_categorical_crossentropy", "reduction": "sum_over_batch_size",
+        "from_logits": True, "ignore_class": None}),
+    "binary_crossentropy_from_logits": ("BinaryCrossentropy", {
+        "name": "binary_crossentropy", "reduction": "sum_over_batch_size",
+        "from_logits": True, "label_smoothing": 0.0, "axis": -1}),
+}
+
+
+def _keras_loss(loss: Any) -> Any:
+    """The compile config's ``loss``: a Keras name as is, a from-logits name as the object."""
+    if not isinstance(loss, str):
+        raise ValueError(f"loss must be a loss name (str), got {loss!r}")
+    if loss in _LOGIT_LOSSES:
+        class_name, cfg = _LOGIT_LOSSES[loss]
+        return _object("keras.losses", class_name, dict(cfg))
+    return loss
+
+
 def save(
     path: PathLike,
     model: nnx.Sequential,
@@ -885,7 +906,10 @@ def save(
       input_shape: the shape of one input sample; default the first layer's width when the
         model starts with ``Dense`` or ``BatchNorm``. Required when it starts with
         ``Flatten``.
-      loss: the Keras loss name written into the compile config.
+      loss: the loss written into the compile config: a Keras loss name, or one of
+        stablejax's ``"sparse_categorical_crossentropy_from_logits"`` and
+        ``"binary_crossentropy_from_logits"`` (written as Keras's loss object with
+        ``from_logits=True``).
       metrics: Keras metric names written into the compile config.
 
     Raises:
@@ -970,7 +994,8 @@ def save(
                 group.create_dataset(str(k), data=value)
             model_cfg["compile_config"] = {
                 "optimizer": _object("keras.optimizers", class_name, full),
-                "loss": loss, "loss_weights": None, "metrics": list(metrics) or None,
+                "loss": _keras_loss(loss), "loss_weights": None,
+                "metrics": list(metrics) or None,
                 "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
                 "jit_compile": True,
             }

@@ -271,6 +271,8 @@ def fit(
     state = place.state(state)  # a restored checkpoint takes this layout too
     for cb in callbacks:
         cb.set_model(model, tx)
+        cb.set_params({"epochs": epochs, "steps": -(-len(x) // batch_size), "verbose": verbose,
+                       "loss": loss, "input_shape": tuple(x.shape[1:])})
     for i, cb in enumerate(callbacks):
         if str(i) not in state.callbacks:  # a given state keeps its callbacks' state
             state.callbacks[str(i)] = cb.init(state)

@@ -194,6 +194,7 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "mean_squared_error": mean_squared_error,
 }
 
+
 def sample_weighted(
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
     outputs: ArrayLike,

@@ -181,3 +181,42 @@ def test_model_checkpoint_max_mode_and_initial_value_threshold(digits, tmp_path)
     assert written("above") == []  # no epoch beats a threshold above every value
     assert written("half") == _improving_epochs(accuracy, "max", threshold=0.5)
     assert min(accuracy) < 0.5 < max(accuracy)  # the threshold skipped some epochs
+
+
+def test_model_checkpoint_keras_file_of_an_mlp_with_logits(digits, tmp_path):
+    """A model that starts with Flatten takes its input shape from fit's data, and a
+    from-logits loss is written as Keras's loss object with from_logits=True."""
+    from conftest import small_mlp
+
+    tx = sj.keras_format.optimizer("Adam", learning_rate=0.01)
+    model = small_mlp(batch_norm=None)
+    path = tmp_path / "run.keras"
+    sj.fit(model, tx, digits.train, epochs=1, batch_size=128, verbose=0,
+           loss="sparse_categorical_crossentropy_from_logits",
+           callbacks=[train.ModelCheckpoint(str(path))])
+    compile_config = sj.keras_format.config(path)["compile_config"]
+    assert compile_config["loss"]["class_name"] == "SparseCategoricalCrossentropy"
+    assert compile_config["loss"]["config"]["from_logits"] is True
+    loaded, _, _ = sj.keras_format.load(path)
+    x = digits.valid.x[:20]
+    np.testing.assert_array_equal(train.predict(loaded, x), train.predict(model, x))
+
+
+def test_model_checkpoint_refuses_an_unsaveable_run_before_training(digits, tmp_path):
+    from conftest import small_mlp
+
+    cases = [
+        ({"tx": sj.adam(0.01)}, "tx has no Keras description"),  # not from keras_format
+        ({"tx": sj.keras_format.optimizer("Adam"),
+          "loss": lambda outputs, y: jax.numpy.mean(outputs)}, "custom loss"),
+        ({"tx": sj.keras_format.optimizer("Adam"), "model": small_mlp(activation="rrelu")},
+         "RReLU"),
+    ]
+    for kwargs, message in cases:
+        model = kwargs.pop("model", None) or small_mlp(batch_norm=None)
+        before = jax.tree.map(np.array, nnx.state(model, nnx.Param))
+        with pytest.raises(ValueError, match=message):
+            sj.fit(model, kwargs.pop("tx"), digits.train, epochs=1, batch_size=128, verbose=0,
+                   callbacks=[train.ModelCheckpoint(str(tmp_path / "run.keras"))], **kwargs)
+        assert _leaves_equal(nnx.state(model, nnx.Param), before)  # nothing trained
+        assert not list(tmp_path.iterdir())
