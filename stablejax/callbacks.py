@@ -493,7 +493,7 @@ class ModelCheckpoint(Callback):
         import tempfile
 
         super().set_params(params)
-        if not self.filepath.endswith(".keras") or self.model is None:
+        if not os.fspath(self.filepath).endswith(".keras") or self.model is None:
             return
         with tempfile.TemporaryDirectory() as scratch:
             self._save(os.path.join(scratch, "check.keras"), None)
@@ -548,6 +548,8 @@ class ModelCheckpoint(Callback):
                                  "Pass save_weights_only=True, or a path that is not .keras")
             keras_format.save(path, self.model, state, tx,
                               input_shape=self.params.get("input_shape"), loss=loss)
+        elif state is None:
+            raise ValueError("a checkpoint directory is written from the run state")
         elif self.save_weights_only:
             copy = nnx.merge(nnx.graphdef(self.model), state.params, state.rest)
             checkpoint.save(path, nnx.state(copy), force=True)

@@ -701,6 +701,23 @@ def _subset(split: sj_data.Split, keep: np.ndarray, labels: np.ndarray) -> sj_da
     return sj_data.Split(split.x[keep], labels[keep])
 
 
+def _check_transfer_data(dataset: _Data, budget: Budget) -> None:
+    """Before training: model B's two classes need ``transfer_samples // 2`` training
+    images each, and model A every other class, in the (``max_train``-capped) set."""
+    counts = np.bincount(np.asarray(dataset.train.y), minlength=dataset.classes)
+    need = {c: budget.transfer_samples // 2 for c in TRANSFER_PAIRS[dataset.name]}
+    short = [f"class {c}: {counts[c]} of {need.get(c, 1)}" for c in range(dataset.classes)
+             if counts[c] < need.get(c, 1)]
+    if short:
+        raise ValueError(
+            f"the transfer section needs {budget.transfer_samples // 2} training images of "
+            f"each of model B's classes {TRANSFER_PAIRS[dataset.name]} and at least one of "
+            f"every other class, but the training set ({len(dataset.train.y)} images, "
+            f"max_train={budget.max_train}) has too few: {'; '.join(short)}. Raise "
+            "max_train, lower transfer_samples, or leave the section out"
+        )
+
+
 def _section_transfer(ctx: _Context) -> Section:
     pair = TRANSFER_PAIRS[ctx.data.name]
     others = [c for c in range(ctx.data.classes) if c not in pair]
@@ -928,7 +945,8 @@ def run(
 
     Raises:
       ValueError: an unknown section, budget or data name, ``fashion_mnist`` without
-        ``data_dir``, a bad ``seed``, or an ``out`` that cannot be written.
+        ``data_dir``, a bad ``seed``, an ``out`` that cannot be written, or (with the
+        transfer section) a training set too small for it; all before any training.
       FileNotFoundError: missing Fashion-MNIST files.
     """
     from tqdm.auto import tqdm
@@ -944,6 +962,8 @@ def run(
     out = os.fspath(out)
     _check_writable_directory(out, "out")
     dataset = _load(data, data_dir, chosen, seed)
+    if "transfer" in names:
+        _check_transfer_data(dataset, chosen)
     if command is None:
         command = (f"stablejax.study.run({out!r}, data={data!r}, budget={chosen.name!r}, "
                    f"sections={names}, seed={seed})")

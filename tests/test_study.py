@@ -118,6 +118,18 @@ def test_bad_arguments_are_value_errors_naming_them(tmp_path, kwargs, match):
         study.run(tmp_path, **kwargs)
 
 
+def test_a_training_set_too_small_for_transfer_fails_before_training(tmp_path, monkeypatch):
+    def must_not_run(ctx):
+        raise AssertionError("a section ran")
+
+    monkeypatch.setitem(study._SECTIONS, "clip", must_not_run)
+    small = study.Budget("small", depth=2, width=8, seeds=1, epochs=1, transfer_seeds=1,
+                         max_train=30)
+    # The first 30 images of the seed-0 split hold 1 image of class 3 and none of class 5.
+    with pytest.raises(ValueError, match=r"class 3: 1 of 20; class 5: 0 of 20.*max_train"):
+        study.run(tmp_path, budget=small, sections="clip,transfer", progress=False)
+
+
 @pytest.mark.parametrize("field, value", [("depth", 0), ("seeds", 0), ("epochs", 1.5),
                                            ("transfer_samples", 1), ("max_train", 0)])
 def test_budget_checks_its_fields(field, value):
