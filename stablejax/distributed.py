@@ -17,7 +17,10 @@ is written here: this module builds the mesh and says where each array lives::
 Several processes (hosts) run the same program after :func:`initialize`; the mesh then
 spans every process's devices. Each process passes the same whole data, and ``fit``
 feeds its own devices their rows of every global batch (:func:`gather_rows`: each epoch,
-a device receives its ``1/n`` of the epoch's samples, nothing more).
+a device receives its ``1/n`` of the full batches' samples). Two exceptions: an epoch's
+partial last batch, when its size does not divide over the devices, is sent whole to
+each of them (and run whole on each, the same numbers); and validation data sit whole on
+every device (each evaluation batch is then split like a training batch).
 """
 
 from __future__ import annotations
