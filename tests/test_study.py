@@ -203,3 +203,16 @@ def test_fashion_mnist_files_feed_the_study_capped_to_the_budget(tmp_path):
     assert "Fashion-MNIST (28x28)" in text and "200 training, 5000 validation and 50 test" in text
     # The book's pair: sandals (5) against shirts (6).
     assert "tells 5 from 6" in text
+
+
+def test_optimizer_scores_leave_out_seeds_without_a_value():
+    from stablejax.sweep import SweepRun
+
+    def runs(*finals):
+        return [SweepRun({"val_accuracy": [0.0, v]}, None, None) for v in finals]
+
+    assert study._val_score(runs(0.5, np.nan, 0.7)) == pytest.approx(0.6)
+    assert study._val_score(runs(np.nan, np.nan)) == -np.inf
+    ranked = sorted({"a": runs(np.nan), "b": runs(0.2), "c": runs(0.9, 0.7)}.items(),
+                    key=lambda kv: -study._val_score(kv[1]))
+    assert [k for k, _ in ranked] == ["c", "b", "a"]
