@@ -512,7 +512,7 @@ def _as_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
                         f"stablejax.data.Split), got {_describe(split)}")
     if len(split) != 2:
         raise ValueError(f"{name} must be a pair (x, y) of inputs and targets, got "
-                         f"{len(split)} items (pass sample weights as sample_weight=)")
+                         f"{len(split)} items (fit takes sample weights as sample_weight=)")
     x, y = _as_inputs(split[0], name), np.asarray(split[1])
     if y.ndim == 0 or len(x) != len(y):
         raise ValueError(f"{name}: inputs and targets differ in length: x has shape "

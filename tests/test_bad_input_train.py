@@ -73,7 +73,7 @@ FIT_CASES = [
      "model must be a flax.nnx.Module"),
     ("no labels", lambda: fit(data=DATA.x), TypeError, r"train_data must be a pair \(x, y\)"),
     ("weights in train_data", lambda: fit(data=(DATA.x, DATA.y, np.ones(40))), ValueError,
-     r"train_data must be a pair \(x, y\).*3 items \(pass sample weights as sample_weight=\)"),
+     r"train_data must be a pair \(x, y\).*3 items \(fit takes sample weights as sample_weight=\)"),
     ("sample_weight length", lambda: fit(sample_weight=np.ones(39)), ValueError,
      r"sample_weight must have shape \(40,\)"),
     ("validation weights", lambda: fit(validation_data=(DATA.x, DATA.y, -np.ones(40))),
