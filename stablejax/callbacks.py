@@ -36,6 +36,7 @@ __all__ = [
     "LearningRateScheduler",
     "ModelCheckpoint",
     "CSVLogger",
+    "LambdaCallback",
 ]
 
 
@@ -231,8 +232,8 @@ class ReduceLROnPlateau(Callback):
             )
         except ValueError as e:
             raise ValueError(
-                f"ReduceLROnPlateau cannot set this optimizer's learning rate ({e}); build "
-                "it with a float learning_rate, or with plateau=sj.reduce_on_plateau(...)"
+                f"ReduceLROnPlateau cannot set this optimizer's learning rate: {e}, or "
+                "with plateau=sj.reduce_on_plateau(...) to reduce the schedule's rates"
             ) from None
         sign = 1.0 if wanted == "min" else -1.0
         return {
@@ -285,7 +286,11 @@ class ReduceLROnPlateau(Callback):
 
 def _monitored(logs: dict, monitor: str) -> float:
     if monitor not in logs:
-        raise ValueError(f"monitor {monitor!r} is not among the logged values {sorted(logs)}")
+        hint = (": pass validation_data or validation_split to fit, or monitor a training "
+                "value" if monitor.startswith("val_") and not any(
+                    k.startswith("val_") for k in logs) else "")
+        raise ValueError(f"monitor {monitor!r} is not among the logged values "
+                         f"{sorted(logs)}{hint}")
     return logs[monitor]
 
 
@@ -391,9 +396,17 @@ class LearningRateScheduler(Callback):
     first, then ``schedule(epoch)``. The optimizer must take a constant learning rate
     through ``optax.inject_hyperparams`` (every ``stablejax`` alias built with a float
     ``learning_rate`` does); see ``stablejax.optimizers.set_learning_rate``.
+    ``verbose=1`` prints Keras's line for each epoch's rate (default 0: silent).
     """
 
     schedule: Callable
+    verbose: int = 0
+
+    def __post_init__(self):
+        if not callable(self.schedule):
+            raise ValueError(f"schedule must be a callable schedule(epoch, lr) or "
+                             f"schedule(epoch), got {self.schedule!r}")
+        _check_verbose(self.verbose)
 
     def init(self, state: TrainState) -> Any:
         """Checks that the optimizer's learning rate can be set."""
@@ -412,6 +425,8 @@ class LearningRateScheduler(Callback):
         lr = float(lr)
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"schedule({epoch}) must be a finite number >= 0, got {lr!r}")
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
         return state._replace(opt_state=optimizers.set_learning_rate(state.opt_state, lr))
 
 
@@ -478,6 +493,10 @@ class ModelCheckpoint(Callback):
         if self.save_freq != "epoch":
             raise ValueError(f"save_freq must be 'epoch' (saving every n batches is not "
                              f"supported), got {self.save_freq!r}")
+        if self.filepath.endswith(".h5"):
+            raise ValueError(f"filepath {self.filepath!r}: HDF5 weight files are not written; "
+                             "use a .keras path (add save_weights_only=True for the model "
+                             "alone) or a directory for a stablejax checkpoint")
         if self.initial_value_threshold is not None:
             require("initial_value_threshold", self.initial_value_threshold,
                     lambda v: v == v, "any number but NaN")
@@ -496,7 +515,15 @@ class ModelCheckpoint(Callback):
         if not os.fspath(self.filepath).endswith(".keras") or self.model is None:
             return
         with tempfile.TemporaryDirectory() as scratch:
-            self._save(os.path.join(scratch, "check.keras"), None)
+            try:
+                self._save(os.path.join(scratch, "check.keras"), None)
+            except ValueError as error:
+                raise ValueError(
+                    f"ModelCheckpoint({self.filepath!r}) cannot write this run as a .keras "
+                    f"file: {error}. save_weights_only=True writes the model without its "
+                    "optimizer and loss; a path not ending in .keras writes stablejax "
+                    "checkpoints"
+                ) from None
 
     def init(self, state: TrainState) -> Any:
         """The best value so far (``initial_value_threshold`` or none yet)."""
@@ -514,18 +541,22 @@ class ModelCheckpoint(Callback):
         if self.save_best_only:
             value = _monitored(logs, self.monitor)
             sign = 1.0 if _mode_for(self.monitor, self.mode) == "min" else -1.0
+            # Keras's messages: its best starts at inf (-inf in "max" mode).
+            best = float(own["best"]) if bool(own["has_best"]) else sign * math.inf
             if bool(own["has_best"]) and not bool(
                 _improves(sign, jnp.float32(value), jnp.float32(0.0), own["best"])
             ):
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from "
+                          f"{best:.5f}")
                 return state, own, False
             if self.verbose:
-                best = f"{float(own['best']):.5f}" if bool(own["has_best"]) else "None"
-                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best} to "
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best:.5f} to "
                       f"{value:.5f}, saving model to {path}")
             own = {"best": jnp.asarray(value, jnp.float32), "has_best": jnp.asarray(True)}
+        elif self.verbose:
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
         self._save(path, state)
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
         return state, own, False
 
     def _save(self, path: str, state: TrainState | None) -> None:
@@ -543,9 +574,8 @@ class ModelCheckpoint(Callback):
             tx = None if self.save_weights_only else self.tx
             loss = self.params.get("loss", "sparse_categorical_crossentropy")
             if tx is not None and not isinstance(loss, str):
-                raise ValueError("ModelCheckpoint cannot write a .keras file of a run with a "
-                                 "custom loss: Keras's compile config needs a loss name. "
-                                 "Pass save_weights_only=True, or a path that is not .keras")
+                raise ValueError("a custom loss has no Keras name for the file's compile "
+                                 "config")
             keras_format.save(path, self.model, state, tx,
                               input_shape=self.params.get("input_shape"), loss=loss)
         elif state is None:
@@ -627,4 +657,65 @@ class CSVLogger(Callback):
         if self._file is not None and not self._file.closed:
             self._file.close()
         self._writer = None
+        return state
+
+
+class LambdaCallback(Callback):
+    """Keras's ``LambdaCallback``: plain functions with Keras's signatures as the hooks.
+
+    ``on_train_begin(logs)`` runs before training (``logs`` empty), ``on_epoch_begin(epoch,
+    logs)`` before each epoch (``logs`` empty), ``on_epoch_end(epoch, logs)`` after it with
+    the epoch's logs (``loss``, metrics, ``val_`` values, ``lr``, ``skipped``), and
+    ``on_train_end(logs)`` at the end with the last epoch's logs; ``epoch`` is 0-based and
+    absolute. The functions see copies of the logs, and their return values are ignored.
+    Batch hooks do not exist: ``fit`` runs an epoch's batches in one compiled loop on the
+    device. A subclass of :class:`Callback` is the way to change the run state or stop.
+
+    Example:
+      >>> import stablejax as sj
+      >>> seen = []
+      >>> log = sj.train.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    """
+
+    def __init__(
+        self,
+        on_epoch_begin: Callable[[int, dict[str, float]], Any] | None = None,
+        on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
+        on_train_begin: Callable[[dict[str, float]], Any] | None = None,
+        on_train_end: Callable[[dict[str, float]], Any] | None = None,
+    ):
+        for name, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
+                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be a callable or None, got {fn!r}")
+        self._epoch_begin, self._epoch_end = on_epoch_begin, on_epoch_end
+        self._train_begin, self._train_end = on_train_begin, on_train_end
+        self._last_logs: dict[str, float] = {}
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Keeps the run's settings, then calls ``on_train_begin({})``."""
+        super().set_params(params)
+        self._last_logs = {}
+        if self._train_begin is not None:
+            self._train_begin({})
+
+    def on_epoch_begin(self, state: TrainState, own: Any, epoch: int) -> TrainState:
+        """Calls ``on_epoch_begin(epoch, {})``."""
+        if self._epoch_begin is not None:
+            self._epoch_begin(epoch, {})
+        return state
+
+    def on_epoch_end(
+        self, state: TrainState, own: Any, logs: dict[str, float]
+    ) -> tuple[TrainState, Any, bool]:
+        """Calls ``on_epoch_end(epoch, logs)``."""
+        self._last_logs = dict(logs)
+        if self._epoch_end is not None:
+            self._epoch_end(int(state.epoch), dict(logs))
+        return state, own, False
+
+    def on_train_end(self, state: TrainState, own: Any) -> TrainState:
+        """Calls ``on_train_end(logs)`` with the last epoch's logs."""
+        if self._train_end is not None:
+            self._train_end(dict(self._last_logs))
         return state

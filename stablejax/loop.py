@@ -20,8 +20,8 @@ import numbers
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -69,12 +69,14 @@ class History:
     """What ``fit`` returns: ``history[key]`` is one value per epoch (Keras's ``History``).
 
     ``state`` is the final :class:`~stablejax.steps.TrainState`; ``epoch`` the list of
-    epoch indices.
+    the epochs ``history`` holds, 0-based and absolute, as Keras's (a run continued from
+    epoch 2 gives ``[2, 3, ...]``; one resumed from ``checkpoint_dir`` holds every epoch
+    since the first).
     """
 
     history: dict[str, list[float]]
     epoch: list[int]
-    state: TrainState
+    state: TrainState = field(repr=False)
 
 
 def fit(
@@ -266,7 +268,10 @@ def fit(
     if checkpoint_dir is not None:
         _check_writable_directory(checkpoint_dir)
 
-    state = init_state(model, tx) if state is None else state
+    if state is None:
+        state = init_state(model, tx)
+    else:
+        _check_state(state)
     place = _Placement(mesh, shard_optimizer_state)
     state = place.state(state)  # a restored checkpoint takes this layout too
     for cb in callbacks:
@@ -353,7 +358,22 @@ def fit(
             state = cb.on_train_end(state, state.callbacks[str(i)])
     finally:
         update_model(model, state)
-    return History(history, list(range(len(history.get("loss", [])))), state)
+    end = int(state.epoch)
+    return History(history, list(range(end - len(history.get("loss", [])), end)), state)
+
+
+@overload
+def evaluate(model: nnx.Module, x: Any, y: Any, *, loss: Loss = ...,
+             metrics: Metrics | None = ..., batch_size: int = ..., sample_weight: Any = ...,
+             verbose: int | str = ..., return_dict: Literal[True] = ...) -> dict[str, float]:
+    ...
+
+
+@overload
+def evaluate(model: nnx.Module, x: Any, y: Any, *, loss: Loss = ...,
+             metrics: Metrics | None = ..., batch_size: int = ..., sample_weight: Any = ...,
+             verbose: int | str = ..., return_dict: Literal[False]) -> float | list[float]:
+    ...
 
 
 def evaluate(
@@ -365,7 +385,9 @@ def evaluate(
     metrics: Metrics | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
     sample_weight: Any = None,
-) -> dict[str, float]:
+    verbose: int | str = "auto",
+    return_dict: bool = True,
+) -> dict[str, float] | float | list[float]:
     """Loss and metrics of ``model`` on ``(x, y)`` in inference mode (Keras's ``evaluate``).
 
     ``evaluate(model, x, y)`` evaluates the model's own variables, as Keras does after
@@ -375,7 +397,8 @@ def evaluate(
     its mean slope. The set is evaluated in batches of ``batch_size`` inside one
     compiled call; each value is ``sum(batch mean * batch size) / len(x)``, summed in
     float64, so ``batch_size`` changes only the speed (up to float32 rounding). The
-    result is a dict, as Keras's ``return_dict=True`` gives.
+    result is a dict, as Keras's ``return_dict=True`` gives (``return_dict=False``: Keras's
+    default form, the loss alone, or ``[loss, *metrics]`` with metrics).
 
     With ``sample_weight`` (one finite weight >= 0 per sample; or ``(x, y, w)`` in the
     state form) the loss is ``sum(w_i * loss_i) / len(x)`` and the metrics are
@@ -389,6 +412,9 @@ def evaluate(
       metrics: as in :func:`fit`.
       batch_size: samples per evaluation batch, >= 1. Default 1024.
       sample_weight: per-sample weights of the loss. Default None.
+      verbose: Keras's ``0``, ``1``, ``2`` or ``"auto"``, accepted for Keras code; the
+        set is evaluated in one compiled call and nothing is printed.
+      return_dict: return ``{name: value}`` (default True, unlike Keras's False).
 
     Example:
       >>> import numpy as np, stablejax as sj
@@ -400,6 +426,7 @@ def evaluate(
     """
     _check_model(model)
     index("batch_size", batch_size, 1)
+    _check_quiet_verbose(verbose)
     if isinstance(x, TrainState):
         state, name = x, "data_split"
         x, y, w = _as_weighted_split(y, name)
@@ -418,10 +445,20 @@ def evaluate(
     _check_targets(loss, y, _outputs(model, x, name), name)
     run = make_eval_scan(model, loss, metrics=metrics, batch_size=batch_size)
     targets = jax.tree.map(jnp.asarray, _targets(y, w))
-    return _means_of(run(state, jnp.asarray(x), targets), len(x), batch_size)
+    scores = _means_of(run(state, jnp.asarray(x), targets), len(x), batch_size)
+    if return_dict:
+        return scores
+    return scores["loss"] if len(scores) == 1 else list(scores.values())
 
 
-def predict(model: nnx.Module, x: Any, batch_size: int = 32) -> np.ndarray:
+def _check_quiet_verbose(verbose: Any) -> None:
+    """Keras's ``verbose`` values, accepted where nothing is printed anyway."""
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2, "auto"):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+
+
+def predict(model: nnx.Module, x: Any, batch_size: int = 32,
+            verbose: int | str = "auto") -> np.ndarray:
     """The model's outputs for ``x`` in inference mode, as Keras's ``predict``.
 
     Batch norm uses its moving statistics and RReLU its mean slope; nothing in the model
@@ -435,6 +472,8 @@ def predict(model: nnx.Module, x: Any, batch_size: int = 32) -> np.ndarray:
       model: a ``flax.nnx`` model.
       x: inputs of shape ``(samples, features...)``.
       batch_size: samples per batch, >= 1. Default 32, Keras's.
+      verbose: Keras's ``0``, ``1``, ``2`` or ``"auto"``, accepted for Keras code; the
+        batches run in one compiled call and nothing is printed.
 
     Returns:
       A NumPy array of shape ``(samples, outputs...)``.
@@ -448,6 +487,7 @@ def predict(model: nnx.Module, x: Any, batch_size: int = 32) -> np.ndarray:
     """
     _check_model(model)
     index("batch_size", batch_size, 1)
+    _check_quiet_verbose(verbose)
     x = _as_inputs(x, "x")
     _outputs(model, x, "x")
     graphdef, variables = nnx.split(model)
@@ -482,6 +522,19 @@ def _describe(value: Any) -> str:
     text = repr(value)
     text = text if len(text) <= 80 else text[:77] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _check_state(state: Any) -> None:
+    """A ``TrainState`` whose buffers still exist (``fit`` donates the one it is given)."""
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a stablejax TrainState (history.state, "
+                        f"sj.train.init_state(...)), got {_describe(state)}")
+    if any(isinstance(a, jax.Array) and a.is_deleted() for a in jax.tree.leaves(state)):
+        raise ValueError(
+            "state was given to an earlier fit, which used up its buffers (fit donates "
+            "them to train in place): continue from that fit's history.state, or pass a "
+            "copy to each fit, e.g. fit(..., state=jax.tree.map(jnp.copy, state))"
+        )
 
 
 def _check_model(model: Any) -> None:
@@ -592,11 +645,15 @@ def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
     if metrics is None:
         return None
     if isinstance(metrics, dict):
+        resolved_dict: Metrics = {}
         for key, fn in metrics.items():
-            if not callable(fn):
-                raise TypeError(f"metrics[{key!r}] must be a callable fn(outputs, targets), "
-                                f"got {_describe(fn)}")
-        return metrics
+            if isinstance(fn, str) and fn in ("accuracy", "acc"):
+                fn = _as_metrics([fn], loss)[fn]  # type: ignore[index]
+            elif not callable(fn):
+                raise TypeError(f"metrics[{key!r}] must be a callable fn(outputs, targets) "
+                                f"or 'accuracy', got {_describe(fn)}")
+            resolved_dict[key] = fn
+        return resolved_dict
     if isinstance(metrics, str):
         metrics = [metrics]
     if not isinstance(metrics, (list, tuple)):
@@ -672,8 +729,11 @@ def _check_targets(loss: Loss, y: np.ndarray, outputs: Any, name: str) -> None:
         raise ValueError(f"{name}: loss {loss!r} needs integer class labels of shape "
                          f"(samples,), got y of shape {y.shape}{hint}")
     if not np.issubdtype(y.dtype, np.integer):
+        whole = np.issubdtype(y.dtype, np.number) and bool(np.all(np.mod(y, 1) == 0))
+        hint = ("convert whole-number labels with y.astype(np.int32)" if whole else
+                "for real-valued targets pass another loss, e.g. loss='mse'")
         raise ValueError(f"{name}: loss {loss!r} needs integer class labels, got y of dtype "
-                         f"{y.dtype}; convert whole-number labels with y.astype(np.int32)")
+                         f"{y.dtype}; {hint}")
     bad = np.flatnonzero((y < 0) | (y >= classes))
     if bad.size:
         i = int(bad[0])

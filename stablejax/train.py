@@ -3,15 +3,17 @@
 The pieces live in :mod:`stablejax.steps` (``TrainState``, ``Weighted``, ``init_state``,
 ``make_train_step``, ``make_eval_step``, ``make_train_scan``, ``make_eval_scan``),
 :mod:`stablejax.callbacks` (``Callback``, ``ReduceLROnPlateau``, ``EarlyStopping``,
-``LearningRateScheduler``, ``ModelCheckpoint``, ``CSVLogger``) and :mod:`stablejax.loop`
-(``fit``, ``evaluate``, ``predict``, ``History``, ``NonFiniteError``); this module gathers
-them, so ``sj.train.fit`` and ``sj.train.EarlyStopping`` read as in Keras.
+``LearningRateScheduler``, ``ModelCheckpoint``, ``CSVLogger``, ``LambdaCallback``) and
+:mod:`stablejax.loop` (``fit``, ``evaluate``, ``predict``, ``History``,
+``NonFiniteError``); this module gathers them, so ``sj.train.fit`` and
+``sj.train.EarlyStopping`` read as in Keras.
 """
 
 from stablejax.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
+    LambdaCallback,
     LearningRateScheduler,
     ModelCheckpoint,
     ReduceLROnPlateau,
@@ -48,4 +50,5 @@ __all__ = [
     "LearningRateScheduler",
     "ModelCheckpoint",
     "CSVLogger",
+    "LambdaCallback",
 ]

@@ -220,3 +220,121 @@ def test_model_checkpoint_refuses_an_unsaveable_run_before_training(digits, tmp_
                    callbacks=[train.ModelCheckpoint(str(tmp_path / "run.keras"))], **kwargs)
         assert _leaves_equal(nnx.state(model, nnx.Param), before)  # nothing trained
         assert not list(tmp_path.iterdir())
+
+
+def test_lambda_callback_calls_keras_style_functions(digits):
+    from conftest import small_mlp
+
+    calls = []
+    log = train.LambdaCallback(
+        on_train_begin=lambda logs: calls.append(("train_begin", dict(logs))),
+        on_epoch_begin=lambda epoch, logs: calls.append(("epoch_begin", epoch)),
+        on_epoch_end=lambda epoch, logs: calls.append(("epoch_end", epoch, logs)),
+        on_train_end=lambda logs: calls.append(("train_end", logs)))
+    first = sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=2, batch_size=128,
+                   verbose=0, callbacks=[log])
+    history = first.history
+    assert [c[:2] for c in calls] == [("train_begin", {}), ("epoch_begin", 0),
+                                      ("epoch_end", 0), ("epoch_begin", 1), ("epoch_end", 1),
+                                      ("train_end", {k: v[-1] for k, v in history.items()})]
+    assert calls[2][2] == {k: v[0] for k, v in history.items()}
+    # A continued run counts epochs as Keras does: absolute.
+    calls.clear()
+    more = sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=4, batch_size=128,
+                  verbose=0, callbacks=[log], state=first.state)
+    assert [c[1] for c in calls if c[0] == "epoch_end"] == [2, 3]
+    assert more.epoch == [2, 3] and first.epoch == [0, 1]
+    with pytest.raises(ValueError, match="on_epoch_end must be a callable"):
+        train.LambdaCallback(on_epoch_end=3)
+
+
+def test_a_used_up_state_is_a_clear_error(digits):
+    from conftest import small_mlp
+
+    model, tx = small_mlp(), sj.sgd(0.05)
+    state = train.init_state(model, tx)
+    sj.fit(model, tx, digits.train, epochs=1, batch_size=128, verbose=0, state=state)
+    with pytest.raises(ValueError, match="used up its buffers.*history.state"):
+        sj.fit(model, tx, digits.train, epochs=2, batch_size=128, verbose=0, state=state)
+    with pytest.raises(TypeError, match="state must be a stablejax TrainState"):
+        sj.fit(model, tx, digits.train, epochs=1, verbose=0, state={"params": 1})
+
+
+def test_history_epochs_after_a_checkpoint_resume_and_its_repr(digits, tmp_path):
+    from conftest import small_mlp
+
+    def run(epochs):
+        return sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=epochs, batch_size=128,
+                      verbose=0, checkpoint_dir=tmp_path)
+
+    run(2)
+    resumed = run(3)
+    assert resumed.epoch == [0, 1, 2] and len(resumed.history["loss"]) == 3
+    assert "TrainState" not in repr(resumed) and "epoch=[0, 1, 2]" in repr(resumed)
+
+
+def test_model_checkpoint_prints_keras_lines_and_refuses_h5(digits, tmp_path, capsys):
+    with pytest.raises(ValueError, match="HDF5 weight files are not written"):
+        train.ModelCheckpoint(str(tmp_path / "w.weights.h5"), save_weights_only=True)
+    best = train.ModelCheckpoint(str(tmp_path / "best"), monitor="val_loss", verbose=1,
+                                 save_best_only=True, save_weights_only=True)
+    every = train.ModelCheckpoint(str(tmp_path / "e{epoch}"), verbose=1,
+                                  save_weights_only=True)
+    model = _dense_net()
+    history = sj.fit(model, sj.sgd(1.0), _flat(digits.train, 256), epochs=5, batch_size=32,
+                     verbose=0, validation_data=_flat(digits.valid), callbacks=[best, every])
+    out = capsys.readouterr().out
+    values = np.float32(history.history["val_loss"])
+    lines = []
+    best_so_far = np.float32(np.inf)
+    for epoch, value in enumerate(values, start=1):
+        if value < best_so_far:
+            lines.append(f"Epoch {epoch}: val_loss improved from {float(best_so_far):.5f} to "
+                         f"{history.history['val_loss'][epoch - 1]:.5f}, saving model to "
+                         f"{tmp_path / 'best'}")
+            best_so_far = value
+        else:
+            lines.append(f"Epoch {epoch}: val_loss did not improve from "
+                         f"{float(best_so_far):.5f}")
+        lines.append(f"Epoch {epoch}: saving model to {tmp_path / f'e{epoch}'}")
+    assert [line for line in out.splitlines() if line] == lines
+    assert "improved from inf" in out and "did not improve" in out
+
+
+def test_learning_rate_scheduler_verbose_and_bad_schedule(digits, capsys):
+    from conftest import small_mlp
+
+    sched = train.LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1), verbose=1)
+    sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=2, batch_size=128, verbose=0,
+           callbacks=[sched])
+    assert [line for line in capsys.readouterr().out.splitlines() if line] == [
+        "Epoch 1: LearningRateScheduler setting learning rate to 0.1.",
+        "Epoch 2: LearningRateScheduler setting learning rate to 0.05."]
+    with pytest.raises(ValueError, match="schedule must be a callable"):
+        train.LearningRateScheduler(0.1)
+    with pytest.raises(ValueError, match="verbose must be 0 or 1"):
+        train.LearningRateScheduler(lambda epoch: 0.1, verbose=2)
+
+
+def test_a_missing_validation_monitor_says_how_to_get_it(digits):
+    from conftest import small_mlp
+
+    with pytest.raises(ValueError, match="'val_loss' is not among .*pass validation_data or "
+                                         "validation_split"):
+        sj.fit(small_mlp(), sj.sgd(0.05), digits.train, epochs=1, batch_size=128, verbose=0,
+               callbacks=[train.EarlyStopping()])
+
+
+def test_model_checkpoint_names_itself_when_the_run_cannot_be_a_keras_file(digits, tmp_path):
+    from conftest import small_mlp
+
+    with pytest.raises(ValueError, match=r"ModelCheckpoint\('.*run.keras'\) cannot write this "
+                                         r"run as a .keras file: tx has no Keras description.*"
+                                         "save_weights_only=True"):
+        sj.fit(small_mlp(), sj.sgd(0.1), digits.train, epochs=1, batch_size=128, verbose=0,
+               callbacks=[train.ModelCheckpoint(str(tmp_path / "run.keras"))])
+    # The model alone needs no optimizer description.
+    sj.fit(small_mlp(batch_norm=None), sj.sgd(0.1), digits.train, epochs=1, batch_size=128,
+           verbose=0, callbacks=[train.ModelCheckpoint(str(tmp_path / "run.keras"),
+                                                       save_weights_only=True)])
+    assert (tmp_path / "run.keras").exists()
