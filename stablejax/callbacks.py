@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -509,8 +510,6 @@ class ModelCheckpoint(Callback):
         """Keeps the run's settings; for a ``.keras`` path, writes the model once into a
         scratch directory, so that a model, optimizer or loss Keras cannot hold is a
         ``ValueError`` before training rather than after the first epoch."""
-        import tempfile
-
         super().set_params(params)
         if not os.fspath(self.filepath).endswith(".keras") or self.model is None:
             return

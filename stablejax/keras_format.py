@@ -40,7 +40,9 @@ Activations by name: ``linear``, ``relu``, ``elu``, ``selu``, ``sigmoid``, ``tan
 ``softmax``, ``leaky_relu``. Layers must be float32 and trainable; weight decay, EMA,
 loss scaling and gradient accumulation are refused. The initialisers, regularisers
 (which must be absent) and the loss are not part of the mapping: pass the loss to
-``fit`` (``config(path)["compile_config"]["loss"]`` names Keras's).
+``fit`` (``config(path)["compile_config"]["loss"]`` names Keras's: a loss name, or a loss
+object's description; one with ``"from_logits": true`` in its ``config`` is stablejax's
+name with ``_from_logits``, e.g. ``"sparse_categorical_crossentropy_from_logits"``).
 
 Numbers: a Keras run continued here, and a run of ours continued in Keras, agree to
 float32 rounding: tests/test_keras_format.py holds both directions to 1e-5 relative to

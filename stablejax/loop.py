@@ -38,10 +38,12 @@ from stablejax.steps import (
     Metrics,
     TrainState,
     Weighted,
+    _eval_scan,
     batch_sizes,
     init_state,
     make_eval_scan,
     make_train_scan,
+    over_batches,
     update_model,
 )
 
@@ -136,7 +138,8 @@ def fit(
         samples (and their ``sample_weight``), taken before shuffling, so sort or
         shuffle the data first if they are ordered. Ignored when ``validation_data``
         is given. Default 0: none.
-      sample_weight: one finite weight >= 0 per training sample, shape ``(samples,)``.
+      sample_weight: one finite weight >= 0 per training sample, shape ``(samples,)``;
+        default None (every weight 1).
         Each batch trains on ``sum(w_i * loss_i) / batch_size`` (divided by the batch
         size, not the weights' sum: Keras 3's formula, see
         :func:`stablejax.losses.sample_weighted`); the logged ``loss`` is that value
@@ -145,8 +148,10 @@ def fit(
         ``class_weight.get(c, 1.0)`` as if given in ``sample_weight`` (the class is
         the label, a one-hot target's largest index, or a rounded binary target). It
         does not apply to the validation data, and cannot be combined with
-        ``sample_weight``.
-      loss: a name from ``stablejax.losses.LOSSES`` or a callable.
+        ``sample_weight``. Default None.
+      loss: a name from ``stablejax.losses.LOSSES`` or a callable ``loss(outputs, targets)``
+        returning the batch's mean (with sample weights it is evaluated on one-sample
+        batches, see :func:`stablejax.losses.sample_weighted`).
       metrics: ``{name: fn(outputs, targets)}``, or Keras's list form: ``["accuracy"]``
         (or ``"acc"``, the loss's accuracy) and callables (named by ``__name__``);
         default accuracy for cross-entropies.
@@ -293,6 +298,8 @@ def fit(
             config["validation_split"] = float(validation_split)
         if class_weight is not None:
             config.update({f"class_weight/{k}": float(v) for k, v in class_weight.items()})
+        if sample_weight is not None:  # the weights themselves are data, like x and y
+            config["sample_weight"] = True
         last = checkpoint.latest_epoch(checkpoint_dir)
         if last is not None:
             _check_same_config(checkpoint.saved_config(checkpoint_dir, last), config,
@@ -316,7 +323,9 @@ def fit(
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
         eval_run = make_eval_scan(model, loss, metrics=metrics, batch_size=val_batch,
                                   mesh=mesh)
-        val_x, val_y = place.whole(jax.tree.map(jnp.asarray, (valid[0], _targets(*valid[1:]))))
+        val_in, val_labels, val_weights = valid
+        val_x, val_y = place.whole(jax.tree.map(jnp.asarray,
+                                                (val_in, _targets(val_labels, val_weights))))
     # A resumed run that early stopping had already ended stays ended.
     stop = any(cb.stopped(state.callbacks[str(i)]) for i, cb in enumerate(callbacks))
     try:
@@ -427,6 +436,8 @@ def evaluate(
     _check_model(model)
     index("batch_size", batch_size, 1)
     _check_quiet_verbose(verbose)
+    if isinstance(x, History):
+        raise TypeError("evaluate takes a TrainState, not a History: pass history.state")
     if isinstance(x, TrainState):
         state, name = x, "data_split"
         x, y, w = _as_weighted_split(y, name)
@@ -443,8 +454,10 @@ def evaluate(
         w = _as_sample_weight(sample_weight, len(x), "sample_weight")
     metrics = _as_metrics(metrics, loss)
     _check_targets(loss, y, _outputs(model, x, name), name)
-    run = make_eval_scan(model, loss, metrics=metrics, batch_size=batch_size)
+    run = _eval_program(nnx.graphdef(model), loss,
+                        None if metrics is None else tuple(metrics.items()), batch_size)
     targets = jax.tree.map(jnp.asarray, _targets(y, w))
+    state = _committed(state._replace(callbacks={}))
     scores = _means_of(run(state, jnp.asarray(x), targets), len(x), batch_size)
     if return_dict:
         return scores
@@ -488,11 +501,13 @@ def predict(model: nnx.Module, x: Any, batch_size: int = 32,
     _check_model(model)
     index("batch_size", batch_size, 1)
     _check_quiet_verbose(verbose)
+    if isinstance(x, (tuple, list)) and len(x) == 2 and np.ndim(x[0]) > 1:
+        raise TypeError("predict takes the inputs x alone, got a pair (x, y): pass its x")
     x = _as_inputs(x, "x")
     _outputs(model, x, "x")
     graphdef, variables = nnx.split(model)
-    return np.asarray(jax.device_get(_predict(graphdef, variables, jnp.asarray(x),
-                                              batch_size)))
+    return np.asarray(jax.device_get(_predict(graphdef, _committed(variables),
+                                              jnp.asarray(x), batch_size)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -503,17 +518,23 @@ def _predict(graphdef: nnx.GraphDef, variables: nnx.State, x: jax.Array,
         model.eval()
         return model(batch)
 
-    full = len(x) // batch_size
-    split = full * batch_size
-    parts = []
-    if full:  # the variables ride in the carry: a closed-over nnx variable cannot be
-        # read inside the loop's trace
-        xs = x[:split].reshape(full, batch_size, *x.shape[1:])
-        _, ys = jax.lax.scan(lambda v, b: (v, forward(v, b)), variables, xs)
-        parts.append(jax.tree.map(lambda a: a.reshape(split, *a.shape[2:]), ys))
-    if split < len(x):
-        parts.append(forward(variables, x[split:]))
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+    full, last = over_batches(forward, variables, x, batch_size)
+    parts = [jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), full)]
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts, *([] if last is None else [last]))
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_program(graphdef: nnx.GraphDef, loss: Loss, metrics: tuple | None,
+                  batch_size: int) -> Any:
+    """``evaluate``'s compiled program, kept for the next call with the same structure,
+    loss, metrics and batch size (a new program per call would compile every time)."""
+    return _eval_scan(graphdef, loss, None if metrics is None else dict(metrics), batch_size)
+
+
+def _committed(tree: Any) -> Any:
+    """Every array committed to its device, as ``fit`` leaves a model's: a compiled
+    program is cached per placement, so a fresh model and a trained one share it."""
+    return jax.tree.map(lambda a: jax.device_put(a, a.sharding), tree)
 
 
 def _describe(value: Any) -> str:
@@ -582,20 +603,24 @@ def _as_weighted_split(split: Any, name: str) -> tuple[np.ndarray, np.ndarray, A
 
 
 def _as_sample_weight(weights: Any, n: int, name: str) -> np.ndarray:
-    """One finite, non-negative float32 weight per sample, shape ``(n,)``."""
+    """One finite, non-negative float32 weight per sample, shape ``(n,)`` (Keras's
+    ``(n, 1)`` is taken too)."""
     w = np.asarray(weights)
     if not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_) or np.iscomplexobj(w):
         raise ValueError(f"{name} must hold real numbers, got dtype {w.dtype}")
+    if w.shape == (n, 1):
+        w = w[:, 0]
     if w.shape != (n,):
-        hint = " (pass w.reshape(-1))" if w.size == n else ""
         raise ValueError(f"{name} must have shape ({n},), one weight per sample, got shape "
-                         f"{w.shape}{hint}")
-    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+                         f"{w.shape}")
+    with np.errstate(over="ignore"):
+        w32 = w.astype(np.float32)  # checked as trained: a weight past float32 is inf
+    bad = np.flatnonzero(~np.isfinite(w32) | (w32 < 0))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name} must be finite and >= 0: weight {w[i]} at index {i} "
-                         f"({bad.size} bad weights)")
-    return w.astype(np.float32)
+        raise ValueError(f"{name} must be finite and >= 0 in float32: weight {w[i]} at "
+                         f"index {i} ({bad.size} bad weights)")
+    return w32
 
 
 def _class_weights(class_weight: Any, y: np.ndarray) -> np.ndarray:

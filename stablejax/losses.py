@@ -210,7 +210,9 @@ def sample_weighted(
     where :math:`\ell(o_i, t_i)` is ``loss_fn`` on the one-sample batch ``i`` (the mean
     over the batch of one sample is that sample's loss) and :math:`n` the batch size: the
     sum is divided by the number of samples, not by the sum of the weights (Keras 3's
-    ``"sum_over_batch_size"`` reduction). All weights 1 give the batch mean.
+    ``"sum_over_batch_size"`` reduction). All weights 1 give the batch mean. ``loss_fn``
+    must return the mean over its batch (as every loss here does); ``sample_weight`` must
+    have shape ``(n,)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -219,8 +221,12 @@ def sample_weighted(
       2.75
     """
     outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
+    weights = jnp.asarray(sample_weight)
+    if weights.shape != outputs.shape[:1]:
+        raise ValueError(f"sample_weight must have shape {outputs.shape[:1]}, one weight per "
+                         f"sample, got shape {weights.shape}")
     per_sample = jax.vmap(lambda o, t: loss_fn(o[None], t[None]))(outputs, targets)
-    weights = jnp.asarray(sample_weight).astype(per_sample.dtype)
+    weights = weights.astype(per_sample.dtype)
     return jnp.sum(per_sample * weights) / per_sample.shape[0]
 
 

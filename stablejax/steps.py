@@ -44,6 +44,7 @@ __all__ = [
     "make_eval_step",
     "make_train_scan",
     "make_eval_scan",
+    "over_batches",
     "batch_sizes",
 ]
 
@@ -468,23 +469,44 @@ def make_eval_scan(
     """
     index("batch_size", batch_size, 1)
     _check_mesh(mesh, False)
-    step = _eval_body(nnx.graphdef(model), loss, metrics, mesh)
+    return _eval_scan(nnx.graphdef(model), loss, metrics, batch_size, mesh)
+
+
+def _eval_scan(graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, batch_size: int,
+               mesh: Mesh | None = None) -> Callable[..., dict[str, jax.Array]]:
+    step = _eval_body(graphdef, loss, metrics, mesh)
 
     @jax.jit
     def evaluate_set(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        full = len(x) // batch_size
-        split = full * batch_size
-        xs = x[:split].reshape(full, batch_size, *x.shape[1:])
-        ys = jax.tree.map(lambda a: a[:split].reshape(full, batch_size, *a.shape[1:]), y)
-        _, outs = jax.lax.scan(lambda s, b: (s, step(s, b)), state, (xs, ys))
-        if split < len(x):
-            last = step(state, (x[split:], _rows(y, slice(split, None))))
-            outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
+        full, last = over_batches(step, state, (x, y), batch_size)
+        if last is not None:
+            full = {k: jnp.concatenate([full[k], last[k][None]]) for k in full}
+        outs = full
         if mesh is not None:  # whole on every device: each process can read them
             outs = distributed.constrain_replicated(outs, mesh)
         return outs
 
     return evaluate_set
+
+
+def over_batches(fn: Callable[[Any, Any], Any], carry: Any, data: Any,
+                 batch_size: int) -> tuple[Any, Any]:
+    """``fn(carry, batch)`` on each batch of ``data`` inside a traced function.
+
+    ``data`` is a pytree of arrays sharing their leading (sample) axis, cut into batches
+    of ``batch_size`` (the last may be shorter). Returns ``(full, last)``: ``fn``'s
+    outputs for the full batches stacked along a new leading axis (by ``jax.lax.scan``,
+    one traced body), and its output for the shorter last batch, or None. ``carry`` rides
+    in the scan's carry, unchanged: ``nnx`` variables closed over from outside the scan
+    cannot be read inside it.
+    """
+    n = len(jax.tree.leaves(data)[0])
+    full = n // batch_size
+    split = full * batch_size
+    batches = jax.tree.map(lambda a: a[:split].reshape(full, batch_size, *a.shape[1:]), data)
+    _, outs = jax.lax.scan(lambda c, b: (c, fn(c, b)), carry, batches)
+    last = fn(carry, _rows(data, slice(split, None))) if split < n else None
+    return outs, last
 
 
 def batch_sizes(n: int, batch_size: int) -> list[int]:

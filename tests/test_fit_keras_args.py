@@ -77,11 +77,23 @@ def test_sample_weight_loss_and_update_equal_the_closed_form():
 
 def test_weights_of_one_train_as_no_weights():
     x, y = _regression()
-    weighted, plain = _linear(), _linear()
+    weighted, plain, column = _linear(), _linear(), _linear()
     a = _fit(weighted, (x, y), loss="mse", batch_size=3, sample_weight=np.ones(8))
     b = _fit(plain, (x, y), loss="mse", batch_size=3)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-6)
     np.testing.assert_allclose(_params(weighted)[0], _params(plain)[0], rtol=1e-6)
+    # Keras's (samples, 1) weights are the same weights.
+    c = _fit(column, (x, y), loss="mse", batch_size=3, sample_weight=np.ones((8, 1)))
+    assert c.history == a.history
+
+
+def test_sample_weighted_takes_one_weight_per_sample():
+    outputs, targets = np.array([[1.0], [3.0]]), np.zeros((2, 1))
+    assert float(sj.losses.sample_weighted(sj.losses.mean_squared_error, outputs, targets,
+                                           np.array([1.0, 0.5]))) == 2.75  # (1 + 4.5) / 2
+    for weights in (np.array([[1.0], [0.5]]), np.array([2.0])):
+        with pytest.raises(ValueError, match=r"sample_weight must have shape \(2,\)"):
+            sj.losses.sample_weighted(sj.losses.mean_squared_error, outputs, targets, weights)
 
 
 def test_class_weight_weighs_the_loss_not_the_metric():
@@ -241,8 +253,11 @@ def test_predict_runs_batch_norm_in_inference_mode():
 
 BAD = [
     ("sample_weight", {"sample_weight": np.ones(7)}, r"sample_weight must have shape \(8,\)"),
-    ("sample_weight", {"sample_weight": np.ones((8, 1))}, r"w.reshape\(-1\)"),
-    ("sample_weight", {"sample_weight": -np.ones(8)}, "finite and >= 0: weight -1.0 at index 0"),
+    ("sample_weight", {"sample_weight": np.ones((8, 2))}, r"got shape \(8, 2\)"),
+    ("sample_weight", {"sample_weight": -np.ones(8)},
+     "finite and >= 0 in float32: weight -1.0 at index 0"),
+    ("sample_weight", {"sample_weight": np.r_[np.ones(5), 1e39, 1, 1]},
+     "in float32: weight 1e.39 at index 5"),
     ("sample_weight", {"sample_weight": np.r_[np.ones(7), np.nan]}, "at index 7"),
     ("sample_weight", {"sample_weight": np.array(["a"] * 8)}, "real numbers"),
     ("class_weight", {"class_weight": [1.0, 2.0]}, "class_weight must be a dict"),
@@ -267,8 +282,33 @@ def test_bad_keras_arguments_name_themselves(name, kwargs, message):
         _fit(_linear(), (x, y), loss="mse", **kwargs)
 
 
+def test_predict_and_evaluate_compile_once_for_fresh_and_trained_models(caplog):
+    x = np.random.default_rng(6).normal(size=(40, 3)).astype(np.float32)
+    y = np.random.default_rng(7).normal(size=(40, 2)).astype(np.float32)
+    model = _linear()
+    caplog.set_level(logging.WARNING, logger="jax")
+    train.predict(model, x)  # a fresh model's arrays are not committed to a device
+    train.evaluate(model, x, y, loss="mse")
+    _fit(model, (x, y), loss="mse", batch_size=8)  # fit leaves them committed
+    jax.config.update("jax_log_compiles", True)
+    try:
+        train.predict(model, x)
+        train.evaluate(model, x, y, loss="mse")
+        train.evaluate(model, x, y, loss="mse")
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiled = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("Compiling jit(")]
+    assert not [m for m in compiled if "_predict" in m or "evaluate_set" in m], compiled
+
+
 def test_bad_predict_and_evaluate_arguments():
     model = _linear()
+    with pytest.raises(TypeError, match=r"inputs x alone, got a pair \(x, y\)"):
+        train.predict(model, (np.ones((4, 3)), np.ones(4)))
+    history = _fit(_linear(), _regression(), loss="mse")
+    with pytest.raises(TypeError, match="pass history.state"):
+        train.evaluate(model, history, _regression(), loss="mse")
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         train.predict(model, np.ones((4, 3)), batch_size=0)
     with pytest.raises(ValueError, match=r"x: the model does not accept samples of shape"):
@@ -300,7 +340,7 @@ def _from_keras_file(train_data, **kwargs):
     from test_keras_format import DATA
 
     model, tx, state = sj.keras_format.load(DATA / "keras_weighted.keras")
-    history = sj.fit(model, tx, train_data, epochs=2, batch_size=32, shuffle=False,
+    history = sj.fit(model, tx, train_data, epochs=2, batch_size=40, shuffle=False,
                      verbose=0, state=state, compilation_cache=False, **kwargs)
     return model, history
 

@@ -30,7 +30,8 @@ the input (not a chain).
 ``keras_weighted.keras`` and ``keras_weighted.npz`` test fit's Keras arguments: a
 Flatten, Dense 16 ELU, Dense 10 softmax model compiled with Adam(0.01), the sparse
 cross-entropy and ``metrics=["accuracy"]``, saved untrained; then, from that file, Keras's
-``fit`` for 2 epochs in batches of 32, unshuffled, in two cases: ``sample``, with
+``fit`` for 2 epochs in batches of 40 (192 training samples: 4 full batches and one of
+32; 64 validation samples: one of 40 and one of 24), unshuffled, in two cases: ``sample``, with
 ``sample_weight=linspace(0.2, 2, 256)`` and ``validation_split=0.25``; ``class``, with
 ``class_weight={0: 3, 3: 0.2, 9: 2}`` on the first 192 samples and
 ``validation_data=(the last 64, their labels, their linspace weights)``. Recorded:
@@ -59,6 +60,7 @@ from stablejax import keras_format
 
 HERE = Path(__file__).resolve().parent
 SAMPLES, BATCH = 256, 32
+WEIGHTED_BATCH = 40  # keras_weighted: every set ends in a shorter batch
 
 # case -> (Keras layers after the input, as (class name, arguments); the optimizer's
 # Keras description). Keras is imported only by main(): pytest imports this file.
@@ -164,7 +166,8 @@ def weighted_files(keras: Any, x: np.ndarray, y: np.ndarray) -> None:
     out: dict[str, np.ndarray] = {}
     for case, kwargs in cases.items():
         trained = keras.models.load_model(path)
-        history = trained.fit(batch_size=BATCH, epochs=2, shuffle=False, verbose=0, **kwargs)
+        history = trained.fit(batch_size=WEIGHTED_BATCH, epochs=2, shuffle=False, verbose=0,
+                              **kwargs)
         for key, values in history.history.items():
             out[f"{case}/history/{key}"] = np.asarray(values, np.float64)
         for i, layer in enumerate(trained.layers):
