@@ -153,8 +153,9 @@ def fit(
         returning the batch's mean (with sample weights it is evaluated on one-sample
         batches, see :func:`stablejax.losses.sample_weighted`).
       metrics: ``{name: fn(outputs, targets)}``, or Keras's list form: ``["accuracy"]``
-        (or ``"acc"``, the loss's accuracy) and callables (named by ``__name__``);
-        default accuracy for cross-entropies.
+        (or ``"acc"``, the loss's accuracy) and callables (named by ``__name__``); Keras's
+        names ``"sparse_categorical_accuracy"``, ``"binary_accuracy"`` and ``"mse"`` are
+        taken in both forms; default accuracy for cross-entropies.
       callbacks: :class:`~stablejax.callbacks.Callback` instances, e.g.
         ``ReduceLROnPlateau``, ``EarlyStopping``, ``LearningRateScheduler``.
       checkpoint_dir: directory for per-epoch checkpoints and resumption.
@@ -665,18 +666,46 @@ def _targets(y: Any, w: Any) -> Any:
     return y if w is None else Weighted(y, w)
 
 
+# Keras's metric names (besides "accuracy"/"acc", which follow the loss).
+METRIC_NAMES = {
+    "sparse_categorical_accuracy": losses.sparse_categorical_accuracy,
+    "binary_accuracy": losses.binary_accuracy,
+    "mse": losses.mean_squared_error,
+    "mean_squared_error": losses.mean_squared_error,
+}
+
+
+def _named_metric(name: str, loss: Loss, where: str) -> Any:
+    """A metric by Keras's name: ``"accuracy"`` (or ``"acc"``), the accuracy that goes
+    with a named cross-entropy loss, or one of :data:`METRIC_NAMES`."""
+    if name in ("accuracy", "acc"):
+        if not (isinstance(loss, str) and loss in losses.ACCURACY_FOR):
+            raise ValueError(
+                f"{where}: {name!r} is the accuracy of a named cross-entropy loss "
+                f"({', '.join(losses.ACCURACY_FOR)}), but loss is {loss!r}; pass "
+                "metrics={name: fn(outputs, targets)} instead"
+            )
+        return losses.ACCURACY_FOR[loss]
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    raise ValueError(f"{where}={name!r} is unknown: accepted are 'accuracy' (or 'acc'), "
+                     f"{', '.join(map(repr, METRIC_NAMES))}, callables fn(outputs, targets), "
+                     "or a dict of them")
+
+
 def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
-    """``metrics`` as ``{name: fn}``; Keras's list form resolved (``"accuracy"``, ``"acc"``)."""
+    """``metrics`` as ``{name: fn}``: Keras's list form, or a dict; names resolved by
+    :func:`_named_metric`, callables named by ``__name__`` in a list."""
     if metrics is None:
         return None
     if isinstance(metrics, dict):
         resolved_dict: Metrics = {}
         for key, fn in metrics.items():
-            if isinstance(fn, str) and fn in ("accuracy", "acc"):
-                fn = _as_metrics([fn], loss)[fn]  # type: ignore[index]
+            if isinstance(fn, str):
+                fn = _named_metric(fn, loss, f"metrics[{key!r}]")
             elif not callable(fn):
                 raise TypeError(f"metrics[{key!r}] must be a callable fn(outputs, targets) "
-                                f"or 'accuracy', got {_describe(fn)}")
+                                f"or a metric name such as 'accuracy', got {_describe(fn)}")
             resolved_dict[key] = fn
         return resolved_dict
     if isinstance(metrics, str):
@@ -686,19 +715,14 @@ def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
                         f"as ['accuracy'], got {_describe(metrics)}")
     resolved: Metrics = {}
     for i, metric in enumerate(metrics):
-        if isinstance(metric, str) and metric in ("accuracy", "acc"):
-            if not (isinstance(loss, str) and loss in losses.ACCURACY_FOR):
-                raise ValueError(
-                    f"metrics: {metric!r} is the accuracy of a named cross-entropy loss "
-                    f"({', '.join(losses.ACCURACY_FOR)}), but loss is {loss!r}; pass "
-                    "metrics={name: fn(outputs, targets)} instead"
-                )
-            resolved[metric] = losses.ACCURACY_FOR[loss]
-        elif callable(metric) and not isinstance(metric, str):
+        if isinstance(metric, str):
+            resolved[metric] = _named_metric(metric, loss, f"metrics[{i}]")
+        elif callable(metric):
             resolved[getattr(metric, "__name__", f"metric_{i}")] = metric
         else:
-            raise ValueError(f"metrics[{i}]={metric!r} is unknown: accepted are 'accuracy' (or "
-                             "'acc'), callables fn(outputs, targets), or a dict of them")
+            raise ValueError(f"metrics[{i}]={metric!r} is unknown: accepted are metric names "
+                             "such as 'accuracy', callables fn(outputs, targets), or a dict "
+                             "of them")
     return resolved
 
 

@@ -85,7 +85,7 @@ FIT_CASES = [
     ("unknown metric", lambda: fit(metrics=["f1"]), ValueError, r"metrics\[0\]='f1'"),
     ("accuracy of mse", lambda: fit(metrics=["accuracy"], loss="mse",
                                     data=(DATA.x, np.eye(3, dtype=np.float32)[DATA.y])),
-     ValueError, "metrics: 'accuracy'"),
+     ValueError, r"metrics\[0\]: 'accuracy' is the accuracy of a named"),
     ("metric not callable", lambda: fit(metrics={"acc": 3}), TypeError, r"metrics\['acc'\]"),
     ("print as callback", lambda: fit(callbacks=[print]), TypeError,
      r"callbacks\[0\] must be a stablejax.callbacks.Callback instance"),

@@ -379,3 +379,24 @@ def test_class_weight_and_weighted_validation_data_equal_keras_fit():
     model, history = _from_keras_file((x[:192], y[:192]), class_weight={0: 3.0, 3: 0.2, 9: 2.0},
                                       validation_data=(x[192:], y[192:], w[192:]))
     _assert_matches_keras("class", model, history)
+
+
+def test_keras_metric_names_in_a_list_or_a_dict():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=12).astype(np.int32)
+    model = _linear(4, 3)
+    kernel, bias = _params(model)
+    history = _fit(model, (x, y), loss="sparse_categorical_crossentropy_from_logits",
+                   batch_size=12, metrics=["sparse_categorical_accuracy"])
+    logits = x @ kernel + bias
+    assert history.history["sparse_categorical_accuracy"][0] == pytest.approx(
+        np.mean(logits.argmax(1) == y))
+    xr, yr = _regression()
+    model = _linear()
+    kernel, bias = _params(model)
+    history = _fit(model, (xr, yr), loss="mse", batch_size=8, metrics={"err": "mse"})
+    np.testing.assert_allclose(history.history["err"][0],
+                               np.mean((xr @ kernel + bias - yr) ** 2), rtol=RTOL)
+    with pytest.raises(ValueError, match=r"metrics\['f'\]='f1' is unknown"):
+        _fit(_linear(), (xr, yr), loss="mse", metrics={"f": "f1"})
