@@ -23,7 +23,22 @@ def test_every_example_is_tested():
     assert len(NUMBERED) >= 9
 
 
-@pytest.mark.parametrize("script", NUMBERED, ids=lambda p: p.name)
+# Examples that configure JAX before importing it run in a fresh interpreter; the others
+# in this one (a new interpreter costs seconds of imports per example).
+OWN_PROCESS = {"10_data_parallel.py"}
+
+
+@pytest.mark.parametrize("script", [p for p in NUMBERED if p.name not in OWN_PROCESS],
+                         ids=lambda p: p.name)
+def test_numbered_example_runs_in_process(script, monkeypatch, capsys):
+    monkeypatch.setenv("STABLEJAX_EXAMPLE_EPOCHS", "1")
+    monkeypatch.chdir(EXAMPLES.parent)
+    runpy.run_path(str(script), run_name="__main__")
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("script", [p for p in NUMBERED if p.name in OWN_PROCESS],
+                         ids=lambda p: p.name)
 def test_numbered_example_runs(script):
     env = dict(os.environ, STABLEJAX_EXAMPLE_EPOCHS="1", STABLEJAX_CACHE_DIR="off")
     root = str(EXAMPLES.parent)
