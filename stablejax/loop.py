@@ -520,8 +520,10 @@ def _predict(graphdef: nnx.GraphDef, variables: nnx.State, x: jax.Array,
         return model(batch)
 
     full, last = over_batches(forward, variables, x, batch_size)
-    parts = [jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), full)]
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts, *([] if last is None else [last]))
+    outputs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), full)  # batches joined
+    if last is None:
+        return outputs
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, last)
 
 
 @functools.lru_cache(maxsize=16)
@@ -957,10 +959,7 @@ class _Placement:
     def state(self, state: TrainState) -> TrainState:
         if self.mesh is not None:
             return distributed.place_state(state, self.mesh, self.shard_optimizer_state)
-        own = state.callbacks
-        state = jax.tree.map(lambda a: jax.device_put(a, a.sharding),
-                             state._replace(callbacks={}))
-        return state._replace(callbacks=own)
+        return _committed(state._replace(callbacks={}))._replace(callbacks=state.callbacks)
 
     def whole(self, array: Any) -> Any:
         return array if self.mesh is None else distributed.replicate(array, self.mesh)

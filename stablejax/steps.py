@@ -64,11 +64,16 @@ class Weighted(NamedTuple):
     weights: jax.Array
 
 
-def _targets_and_loss(loss_fn: Callable, outputs: Any, y: Any) -> tuple[Any, jax.Array]:
-    """The metrics' targets and the batch loss, sample-weighted for :class:`Weighted`."""
+def _labels(y: Any) -> Any:
+    """The targets the metrics see: ``y`` without its weights."""
+    return y.targets if isinstance(y, Weighted) else y
+
+
+def _batch_loss(loss_fn: Callable, outputs: Any, y: Any) -> jax.Array:
+    """The batch loss, sample-weighted for :class:`Weighted` targets."""
     if isinstance(y, Weighted):
-        return y.targets, losses.sample_weighted(loss_fn, outputs, y.targets, y.weights)
-    return y, loss_fn(outputs, y)
+        return losses.sample_weighted(loss_fn, outputs, y.targets, y.weights)
+    return loss_fn(outputs, y)
 
 
 def _rows(tree: Any, idx: Any) -> Any:
@@ -147,7 +152,7 @@ def _train_body(
             model = nnx.merge(graphdef, params, state.rest, copy=True)
             outputs = model(x)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
-            return _targets_and_loss(loss_fn, outputs, y)[1], (outputs, rest)
+            return _batch_loss(loss_fn, outputs, y), (outputs, rest)
 
         (value, (outputs, rest)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
@@ -177,8 +182,7 @@ def _train_body(
             skips=jnp.where(finite, 0, optax.safe_increment(state.skips)).astype(jnp.int32),
         )
         out = {"loss": value, "skipped": skipped}
-        labels = y.targets if isinstance(y, Weighted) else y
-        out.update({name: fn(outputs, labels) for name, fn in metric_fns.items()})
+        out.update({name: fn(outputs, _labels(y)) for name, fn in metric_fns.items()})
         if step_stats is not None:
             stats = step_stats(grads, params_before)
             clash = sorted(reserved & set(stats))
@@ -286,9 +290,8 @@ def _eval_body(
         model = nnx.merge(graphdef, state.params, state.rest)
         model.eval()
         outputs = model(x)
-        labels, value = _targets_and_loss(loss_fn, outputs, y)
-        out = {"loss": value}
-        out.update({name: fn(outputs, labels) for name, fn in metric_fns.items()})
+        out = {"loss": _batch_loss(loss_fn, outputs, y)}
+        out.update({name: fn(outputs, _labels(y)) for name, fn in metric_fns.items()})
         return out
 
     return step
@@ -478,10 +481,9 @@ def _eval_scan(graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, batc
 
     @jax.jit
     def evaluate_set(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        full, last = over_batches(step, state, (x, y), batch_size)
+        outs, last = over_batches(step, state, (x, y), batch_size)
         if last is not None:
-            full = {k: jnp.concatenate([full[k], last[k][None]]) for k in full}
-        outs = full
+            outs = {k: jnp.concatenate([outs[k], last[k][None]]) for k in outs}
         if mesh is not None:  # whole on every device: each process can read them
             outs = distributed.constrain_replicated(outs, mesh)
         return outs
