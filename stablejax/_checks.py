@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -109,3 +110,18 @@ def index(name: str, value: Any, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def writable_directory(directory: str | os.PathLike, name: str) -> None:
+    """Creates the directory ``name`` if needed; a ValueError before training if it cannot
+    be written (a file, a path under a file, no permission), not after the first epoch."""
+    path = os.fspath(directory)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{name} {path!r} is, or is under, a file: give a "
+                         "directory") from None
+    except OSError as error:
+        raise ValueError(f"{name} {path!r} cannot be created: {error.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path!r} is not writable")

@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from stablejax import data, distributed, losses, nn, optimizers
-from stablejax._checks import check_range, index
+from stablejax._checks import check_range, index, writable_directory
 from stablejax.callbacks import Callback
 from stablejax.compilation_cache import enable as enable_compilation_cache
 from stablejax.steps import (
@@ -272,7 +272,7 @@ def fit(
     if run_config is not None and not isinstance(run_config, dict):
         raise TypeError(f"run_config must be a dict of settings, got {_describe(run_config)}")
     if checkpoint_dir is not None:
-        _check_writable_directory(checkpoint_dir)
+        writable_directory(checkpoint_dir, "checkpoint_dir")
 
     if state is None:
         state = init_state(model, tx)
@@ -842,21 +842,6 @@ def _check_same_config(saved: dict | None, config: dict, directory: Any, epoch: 
             "configuration; resuming would mix two runs:\n  " + "\n  ".join(differences)
             + "\nUse another checkpoint_dir, or the checkpoint's settings to resume it."
         )
-
-
-def _check_writable_directory(directory: str | os.PathLike, name: str = "checkpoint_dir") -> None:
-    """Creates the directory ``name`` if needed; a ValueError before training if it cannot
-    be written (a file, a path under a file, no permission), not after the first epoch."""
-    path = os.fspath(directory)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"{name} {path!r} is, or is under, a file: give a "
-                         "directory") from None
-    except OSError as error:
-        raise ValueError(f"{name} {path!r} cannot be created: {error.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{name} {path!r} is not writable")
 
 
 def _step_stats(callbacks: list[Callback]) -> Any:

@@ -48,8 +48,7 @@ from flax import nnx
 
 import stablejax as sj
 from stablejax import data as sj_data
-from stablejax._checks import index
-from stablejax.loop import _check_writable_directory
+from stablejax._checks import index, writable_directory
 from stablejax.sweep import SweepRun
 
 __all__ = ["SECTIONS", "Budget", "QUICK", "FULL", "Section", "Result", "PairCheck",
@@ -968,7 +967,7 @@ def run(
         raise ValueError("data='fashion_mnist' needs data_dir, the directory of its four "
                          "IDX files")
     out = os.fspath(out)
-    _check_writable_directory(out, "out")
+    writable_directory(out, "out")
     dataset = _load(data, data_dir, chosen, seed)
     if "transfer" in names:
         _check_transfer_data(dataset, chosen)
