@@ -25,7 +25,13 @@ import numpy as np
 import optax
 
 from stablejax import optimizers, plateau
-from stablejax._checks import check_range, non_negative, require, require_int
+from stablejax._checks import (
+    check_range,
+    non_negative,
+    require,
+    require_int,
+    writable_directory,
+)
 from stablejax.plateau import _improves
 from stablejax.steps import TrainState
 from stablejax.stopping import EarlyStoppingFns, early_stopping
@@ -39,6 +45,23 @@ __all__ = [
     "CSVLogger",
     "LambdaCallback",
 ]
+
+
+def _writable_path(path: str, name: str, *, file: bool) -> None:
+    """Raises ``ValueError`` naming ``name`` and ``path`` before training when a callback
+    could not write there: its directory is under a file or not writable (it is created
+    if missing), or the path is a directory where a file goes (``file``) or a file where
+    a checkpoint directory goes. A directory part with ``{...}`` fields (formatted from
+    the logs each epoch) cannot be known in advance and is not checked."""
+    directory = os.path.dirname(path)
+    if "{" in directory:
+        return
+    writable_directory(directory or os.curdir, f"{name} {path!r}: its directory")
+    if file and os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is a directory: give a file path")
+    if not file and os.path.isfile(path):
+        raise ValueError(f"{name} {path!r} is a file: give a directory path (a checkpoint "
+                         "directory is written there), or a .keras file path")
 
 
 class Callback:
@@ -511,7 +534,9 @@ class ModelCheckpoint(Callback):
         scratch directory, so that a model, optimizer or loss Keras cannot hold is a
         ``ValueError`` before training rather than after the first epoch."""
         super().set_params(params)
-        if not os.fspath(self.filepath).endswith(".keras") or self.model is None:
+        path = os.fspath(self.filepath)
+        _writable_path(path, "ModelCheckpoint filepath", file=path.endswith(".keras"))
+        if not path.endswith(".keras") or self.model is None:
             return
         with tempfile.TemporaryDirectory() as scratch:
             try:
@@ -619,6 +644,12 @@ class CSVLogger(Callback):
             raise ValueError(f"separator must be one character, got {self.separator!r}")
         if not isinstance(self.append, bool):
             raise ValueError(f"append must be True or False, got {self.append!r}")
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Keeps the run's settings and checks, before training, that ``filename`` can be
+        written (its directory is created if needed)."""
+        super().set_params(params)
+        _writable_path(os.fspath(self.filename), "CSVLogger filename", file=True)
 
     def _open(self) -> None:
         header = True

@@ -19,6 +19,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -40,9 +41,11 @@ from stablejax.steps import (
     Weighted,
     _eval_scan,
     batch_sizes,
+    check_log_names,
     init_state,
     make_eval_scan,
     make_train_scan,
+    metric_fns,
     over_batches,
     update_model,
 )
@@ -268,7 +271,9 @@ def fit(
         _check_targets(loss, valid[1], _outputs(model, valid[0], "validation_data"),
                        "validation_data")
     if class_weight is not None:
-        w = _class_weights(class_weight, y)
+        # The classes are the outputs' last axis; one output unit is a binary task.
+        width = outputs.shape[-1] if getattr(outputs, "ndim", 0) >= 2 else 1
+        w = _class_weights(class_weight, y, max(width, 2))
     if run_config is not None and not isinstance(run_config, dict):
         raise TypeError(f"run_config must be a dict of settings, got {_describe(run_config)}")
     if checkpoint_dir is not None:
@@ -329,6 +334,7 @@ def fit(
                                                 (val_in, _targets(val_labels, val_weights))))
     # A resumed run that early stopping had already ended stays ended.
     stop = any(cb.stopped(state.callbacks[str(i)]) for i, cb in enumerate(callbacks))
+    warned = False
     try:
         while int(state.epoch) < epochs and not stop:
             epoch = int(state.epoch)
@@ -344,6 +350,10 @@ def fit(
                 if e.state is not None:  # the input state was donated
                     state = e.state
                 raise
+            off = logs.pop("not_probabilities", None)
+            if off and not warned:
+                _warn_not_probabilities(off, loss)
+            warned = True  # the first step of this fit only
             if valid is not None:
                 val = _means_of(eval_run(state, val_x, val_y), len(valid[0]), val_batch)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -460,9 +470,12 @@ def evaluate(
     targets = jax.tree.map(jnp.asarray, _targets(y, w))
     state = _committed(state._replace(callbacks={}))
     scores = _means_of(run(state, jnp.asarray(x), targets), len(x), batch_size)
+    # The compiled program returns its dict with sorted keys: Keras's order is the loss,
+    # then the metrics as given.
+    names = ["loss", *metric_fns(loss, metrics)]
     if return_dict:
-        return scores
-    return scores["loss"] if len(scores) == 1 else list(scores.values())
+        return {name: scores[name] for name in names}
+    return scores["loss"] if len(names) == 1 else [scores[name] for name in names]
 
 
 def _check_quiet_verbose(verbose: Any) -> None:
@@ -502,8 +515,6 @@ def predict(model: nnx.Module, x: Any, batch_size: int = 32,
     _check_model(model)
     index("batch_size", batch_size, 1)
     _check_quiet_verbose(verbose)
-    if isinstance(x, (tuple, list)) and len(x) == 2 and np.ndim(x[0]) > 1:
-        raise TypeError("predict takes the inputs x alone, got a pair (x, y): pass its x")
     x = _as_inputs(x, "x")
     _outputs(model, x, "x")
     graphdef, variables = nnx.split(model)
@@ -569,7 +580,15 @@ def _check_model(model: Any) -> None:
 
 def _as_inputs(x: Any, name: str) -> np.ndarray:
     """``x`` as a numpy array of numbers with a sample axis and at least one sample."""
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except ValueError:  # NumPy: "inhomogeneous shape", e.g. a pair (x, y)
+        shapes = [np.shape(item) for item in x] if isinstance(x, (list, tuple)) else []
+        raise ValueError(
+            f"{name}: x must be one array of samples, got a {type(x).__name__} of items of "
+            f"different shapes {shapes[:3]}{'...' if len(shapes) > 3 else ''}"
+            + (" (inputs alone are taken here, not a pair (x, y))" if len(shapes) == 2 else "")
+        ) from None
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"{name}: x must hold numbers, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -626,12 +645,13 @@ def _as_sample_weight(weights: Any, n: int, name: str) -> np.ndarray:
     return w32
 
 
-def _class_weights(class_weight: Any, y: np.ndarray) -> np.ndarray:
+def _class_weights(class_weight: Any, y: np.ndarray, classes: int) -> np.ndarray:
     """Keras's ``class_weight`` as one weight per sample: ``class_weight.get(c, 1.0)``.
 
     The class of a sample is its label; for targets with a last axis, the index of the
     largest value (one-hot), or the value itself when that axis has size 1; float labels
-    (binary targets) are rounded to the nearest integer, as Keras does.
+    (binary targets) are rounded to the nearest integer, as Keras does. Keys must lie in
+    ``[0, classes)``: a key no sample can have would be ignored without a word.
     """
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight must be a dict {{class index: weight}}, got "
@@ -644,6 +664,9 @@ def _class_weights(class_weight: Any, y: np.ndarray) -> np.ndarray:
     for key, value in class_weight.items():
         if isinstance(key, bool | np.bool_) or not isinstance(key, numbers.Integral):
             raise ValueError(f"class_weight keys must be class indices (int), got {key!r}")
+        if not 0 <= int(key) < classes:
+            raise ValueError(f"class_weight key {key!r} is not a class: the model's outputs "
+                             f"have {classes} classes, [0, {classes})")
         check_range(f"class_weight[{key!r}]", value, 0, math.inf, high_open=True)
         weights[labels == int(key)] = float(value)
     return weights
@@ -720,7 +743,9 @@ def _as_metrics(metrics: Any, loss: Loss) -> Metrics | None:
         if isinstance(metric, str):
             resolved[metric] = _named_metric(metric, loss, f"metrics[{i}]")
         elif callable(metric):
-            resolved[getattr(metric, "__name__", f"metric_{i}")] = metric
+            name = getattr(metric, "__name__", f"metric_{i}")
+            check_log_names([name], f"metrics[{i}]", taken=resolved)
+            resolved[name] = metric
         else:
             raise ValueError(f"metrics[{i}]={metric!r} is unknown: accepted are metric names "
                              "such as 'accuracy', callables fn(outputs, targets), or a dict "
@@ -853,7 +878,9 @@ def _step_stats(callbacks: list[Callback]) -> Any:
     def step_stats(grads: Any, params: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cb in wanted:
-            out.update(cb.step_stats(grads, params))
+            stats = cb.step_stats(grads, params)
+            check_log_names(stats, f"{type(cb).__name__}.step_stats", taken=out)
+            out.update(stats)
         return out
 
     return step_stats
@@ -974,7 +1001,7 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
     """
     x, y, rows, tail = place.epoch(x, y, *batching.epoch(epoch))
     totals: dict[str, float] = {"count": 0.0, "skipped": 0.0}
-    start = 0
+    start, first_off = 0, None
     while True:
         count = plan.count(batching.full - start)
         use_tail = tail is not None and start + count >= batching.full
@@ -985,8 +1012,11 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
                           use_tail)
         state = state._replace(callbacks=own)
         outs = jax.device_get(outs)
-        plan.observe(time.perf_counter() - began, count)
         ran = outs.pop("ran").astype(bool)
+        off = outs.pop("not_probabilities", None)
+        if off is not None and start == 0 and ran.any():
+            first_off = float(off[ran][0])  # the epoch's first step
+        plan.observe(time.perf_counter() - began, count)
         skipped = outs.pop("skipped").astype(bool) & ran
         longest = int(outs.pop("skips")[ran].max(initial=0))
         ok = ran & ~skipped
@@ -1009,7 +1039,24 @@ def _train_epoch(run, state, x, y, batching, epoch, plan, max_consecutive_skips,
             break
     logs = _means(totals)
     logs["skipped"] = totals["skipped"]
+    if first_off is not None:
+        logs["not_probabilities"] = first_off
     return state, logs
+
+
+def _warn_not_probabilities(fraction: float, loss: Loss) -> None:
+    """Warns that a loss taking probabilities was given other numbers (logits, mostly)."""
+    rule = "lie in [0, 1] and sum to 1" if loss == "sparse_categorical_crossentropy" else (
+        "lie in [0, 1]")
+    warnings.warn(
+        f"loss {loss!r} takes probabilities, but the model's outputs for {fraction:.0%} of "
+        f"the first batch's samples do not {rule}: the loss clips them and training "
+        f"learns nonsense. End the model with a softmax (sigmoid), or pass loss="
+        f"'{loss}_from_logits' (Keras's from_logits=True) for a model ending in a linear "
+        "layer.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _weighted_sums(outs: dict[str, Any], sizes: np.ndarray, ok: np.ndarray) -> dict[str, float]:

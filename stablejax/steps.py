@@ -46,6 +46,9 @@ __all__ = [
     "make_eval_scan",
     "over_batches",
     "batch_sizes",
+    "check_log_names",
+    "metric_fns",
+    "RESERVED_NAMES",
 ]
 
 Batch = tuple[jax.Array, Any]  # (x, y), y an array or Weighted(targets, weights)
@@ -114,8 +117,38 @@ def update_model(model: nnx.Module, state: TrainState) -> None:
     nnx.update(model, state.params, state.rest)
 
 
-def _metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
+# Names the training loop logs or uses itself: no metric or step statistic may take one,
+# nor a name starting with "val_" (the validation keys).
+RESERVED_NAMES = ("loss", "skipped", "skips", "ran", "count", "lr", "epoch", "not_probabilities")
+
+
+def check_log_names(names: Any, what: str, taken: Any = ()) -> None:
+    """Raises ``ValueError`` unless every name of ``names`` may be logged beside the rest.
+
+    A name must be a non-empty ``str``, not one of :data:`RESERVED_NAMES`, not start with
+    ``"val_"`` and not be in ``taken`` (the names already given by the metrics or
+    another callback): any of these would silently replace a logged value. ``what``
+    says where the names come from in the message (``"metrics"``, ``"step_stats"``).
+    """
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{what} names must be non-empty strings, got {name!r}")
+        if name in RESERVED_NAMES or name.startswith("val_"):
+            raise ValueError(
+                f"{what} name {name!r} is reserved: the training loop logs or uses "
+                f"{', '.join(RESERVED_NAMES)} and the val_ names itself; rename it"
+            )
+        if name in taken:
+            raise ValueError(f"{what} name {name!r} is given twice: it would replace the "
+                             "other value of that name in the logs; rename one")
+
+
+def metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
+    """The metrics a step reports: ``metrics`` (names checked by :func:`check_log_names`),
+    or by default the accuracy that goes with a named cross-entropy loss (none for other
+    losses). The steps report them in this order after the loss."""
     if metrics is not None:
+        check_log_names(metrics, "metrics")
         return dict(metrics)
     if isinstance(loss, str) and loss in losses.ACCURACY_FOR:
         return {"accuracy": losses.ACCURACY_FOR[loss]}
@@ -123,6 +156,21 @@ def _metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
 
 
 StepStats = Callable[[Any, Any], dict[str, jax.Array]]
+
+
+def _not_probabilities(loss: Loss, outputs: Any) -> jax.Array | None:
+    """For a named loss that takes probabilities, the fraction of the batch's samples whose
+    outputs are not probabilities (outside [0, 1], or, for the categorical one, a row
+    whose sum is off 1 by more than 1e-3); None for the other losses."""
+    if loss == "sparse_categorical_crossentropy":
+        rows = outputs.reshape(len(outputs), -1)
+        off = jnp.abs(rows.sum(axis=-1) - 1) > 1e-3
+    elif loss == "binary_crossentropy":
+        rows, off = outputs.reshape(len(outputs), -1), jnp.zeros(len(outputs), bool)
+    else:
+        return None
+    off = off | jnp.any((rows < 0) | (rows > 1), axis=-1)
+    return off.mean(dtype=jnp.float32)
 
 
 def _train_body(
@@ -134,10 +182,12 @@ def _train_body(
     step_stats: StepStats | None = None,
     mesh: Mesh | None = None,
     shard_optimizer_state: bool = False,
+    check_outputs: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """The train step's body; ``check_outputs`` adds ``not_probabilities``
+    (:func:`_not_probabilities`) to its outputs for the losses that take probabilities."""
     loss_fn = losses.get(loss)
-    metric_fns = _metric_fns(loss, metrics)
-    reserved = {"loss", "skipped", "skips", "ran", "count", *metric_fns}
+    reported = metric_fns(loss, metrics)
 
     def body(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         if mesh is not None:
@@ -182,13 +232,13 @@ def _train_body(
             skips=jnp.where(finite, 0, optax.safe_increment(state.skips)).astype(jnp.int32),
         )
         out = {"loss": value, "skipped": skipped}
-        out.update({name: fn(outputs, _labels(y)) for name, fn in metric_fns.items()})
+        out.update({name: fn(outputs, _labels(y)) for name, fn in reported.items()})
+        off = _not_probabilities(loss, outputs) if check_outputs else None
+        if off is not None:
+            out["not_probabilities"] = off
         if step_stats is not None:
             stats = step_stats(grads, params_before)
-            clash = sorted(reserved & set(stats))
-            if clash:
-                raise ValueError(f"step statistics may not be named {clash}: fit reports "
-                                 "those itself")
+            check_log_names(stats, "step_stats", taken=reported)
             out.update({name: jnp.asarray(v) for name, v in stats.items()})
         if mesh is not None:  # the layout the next step (or loop iteration) expects
             state = distributed.constrain_state(state, mesh, shard_optimizer_state)
@@ -235,7 +285,7 @@ def make_train_step(
         parameters too was measured at +47% per step and is left out.
       step_stats: ``fn(grads, params) -> {name: scalar}``, extra values to report
         (e.g. gradient norms), computed from the step's gradients and the parameters
-        before the update; names must differ from the loss and metrics.
+        before the update; names are checked by :func:`check_log_names`.
       mesh: run data-parallel on this ``jax.sharding.Mesh`` (one with a ``"data"``
         axis, e.g. ``sj.distributed.data_mesh()``): the step places the state
         replicated on the mesh and the global batch split along ``"data"`` (a batch
@@ -281,7 +331,7 @@ def _eval_body(
     graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, mesh: Mesh | None = None
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
     loss_fn = losses.get(loss)
-    metric_fns = _metric_fns(loss, metrics)
+    reported = metric_fns(loss, metrics)
 
     def step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
         if mesh is not None:  # each device evaluates its part of the batch
@@ -291,7 +341,7 @@ def _eval_body(
         model.eval()
         outputs = model(x)
         out = {"loss": _batch_loss(loss_fn, outputs, y)}
-        out.update({name: fn(outputs, _labels(y)) for name, fn in metric_fns.items()})
+        out.update({name: fn(outputs, _labels(y)) for name, fn in reported.items()})
         return out
 
     return step
@@ -339,8 +389,12 @@ def make_train_scan(
     Returns ``(state, outs)``. ``outs[k]`` has one entry per row, plus one for the tail
     when it is given: ``ran`` (1 for the steps this call ran, 0 elsewhere), ``loss`` and
     each metric (the batch's mean), ``skipped`` (1 for a non-finite step) and ``skips``
-    (consecutive skipped steps after it), and each of ``step_stats``'s values (see
-    :func:`make_train_step`); entries of steps that did not run are 0. The input state
+    (consecutive skipped steps after it), each of ``step_stats``'s values (see
+    :func:`make_train_step`), and for the losses that take probabilities
+    (``"sparse_categorical_crossentropy"``, ``"binary_crossentropy"``)
+    ``not_probabilities``, the fraction of the batch's samples whose outputs lie outside
+    [0, 1] or (categorical) do not sum to 1 (logits given to a probability loss); entries
+    of steps that did not run are 0. The input state
     is donated. ``y`` may be :class:`Weighted` (targets and per-sample weights, indexed
     alike).
 
@@ -375,7 +429,7 @@ def make_train_scan(
         index("max_consecutive_skips", max_consecutive_skips, 1)
     _check_mesh(mesh, shard_optimizer_state)
     body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
-                       mesh, shard_optimizer_state)
+                       mesh, shard_optimizer_state, check_outputs=True)
 
     def step(state: TrainState, idx: Any, x: jax.Array, y: jax.Array):
         if batched:  # idx: the batch itself

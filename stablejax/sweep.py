@@ -95,8 +95,8 @@ def run(
     ``stablejax.data.epoch_order(n, shuffle=shuffle, seed=data_seed, epoch=e)``, cut into
     full batches and the partial last one. Per-epoch logs are float64 sums over the
     finite steps weighted by batch size, as in ``fit``; validation is
-    ``stablejax.evaluate``'s sample-weighted mean. Non-finite steps are skipped per member
-    (counted in ``skipped``) but, unlike ``fit``, never raise.
+    :func:`stablejax.train.evaluate`'s sample-weighted mean. Non-finite steps are skipped
+    per member (counted in ``skipped``) but, unlike ``fit``, never raise.
 
     Member ``i`` matches ``fit(make_model(seeds[i]), tx, train_data, epochs=epochs,
     batch_size=batch_size, seed=data_seed, shuffle=shuffle, verbose=0)`` to float32

@@ -20,8 +20,9 @@ def digits():
     return sj.data.digits(seed=0)
 
 
-def small_mlp(seed=0, activation="elu", batch_norm="after", hidden=(32,), output=None):
-    """A small MLP on 8x8 digits: batch norm after each hidden layer by default."""
+def small_mlp(seed=0, activation="elu", batch_norm="after", hidden=(32,), output="softmax"):
+    """A small MLP on 8x8 digits: batch norm after each hidden layer by default, softmax
+    outputs for the default loss (``output=None``: logits, for the ``_from_logits`` ones)."""
     return sj.nn.mlp(
         list(hidden),
         input_shape=(8, 8),

@@ -35,6 +35,16 @@ def labels(*changes):
     return y
 
 
+class Stats(train.Callback):
+    """A callback reporting constant step statistics."""
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def step_stats(self, grads, params):
+        return {k: jnp.float32(v) for k, v in self.stats.items()}
+
+
 def fit(m=None, tx=None, data=DATA, **kwargs):
     kwargs = {"epochs": 1, "batch_size": 8, "verbose": 0, **kwargs}
     return sj.fit(model() if m is None else m, sj.sgd(0.1) if tx is None else tx, data,
@@ -108,6 +118,41 @@ FIT_CASES = [
      ValueError, r"evaluate: label 7 at index 3"),
     ("predict width", lambda: train.predict(model(), np.ones((4, 2), np.float32)),
      ValueError, r"x: the model does not accept samples of shape \(2,\)"),
+    ("predict a pair", lambda: train.predict(model(), (DATA.x, DATA.y)), ValueError,
+     r"x must be one array of samples.*\(40, 4\), \(40,\).*not a pair \(x, y\)"),
+    # 5. names that would replace a logged value
+    ("metric 'loss'", lambda: fit(metrics={"loss": sj.losses.sparse_categorical_accuracy}),
+     ValueError, "metrics name 'loss' is reserved"),
+    ("metric 'lr'", lambda: fit(metrics={"lr": sj.losses.sparse_categorical_accuracy}),
+     ValueError, "metrics name 'lr' is reserved"),
+    ("metric 'skipped'", lambda: fit(metrics={"skipped": sj.losses.sparse_categorical_accuracy}),
+     ValueError, "metrics name 'skipped' is reserved"),
+    ("metric 'val_acc'", lambda: fit(metrics={"val_acc": sj.losses.sparse_categorical_accuracy}),
+     ValueError, "metrics name 'val_acc' is reserved"),
+    ("metric name 3", lambda: fit(metrics={3: sj.losses.sparse_categorical_accuracy}),
+     ValueError, "metrics names must be non-empty strings, got 3"),
+    ("two lambdas", lambda: fit(metrics=[lambda o, y: o.mean(), lambda o, y: o.max()]),
+     ValueError, r"metrics\[1\] name '<lambda>' is given twice"),
+    ("step_stats 'loss'", lambda: fit(callbacks=[Stats({"loss": 0.0})]), ValueError,
+     "Stats.step_stats name 'loss' is reserved"),
+    ("step_stats 'val_x'", lambda: fit(callbacks=[Stats({"val_x": 0.0})]), ValueError,
+     "Stats.step_stats name 'val_x' is reserved"),
+    ("step_stats as metric", lambda: fit(callbacks=[Stats({"accuracy": 0.0})]), ValueError,
+     "step_stats name 'accuracy' is given twice"),
+    ("two callbacks' stats", lambda: fit(callbacks=[Stats({"g": 0.0}), Stats({"g": 1.0})]),
+     ValueError, "Stats.step_stats name 'g' is given twice"),
+    # 6. class weights of classes the model does not have (3 outputs)
+    ("class_weight 99", lambda: fit(class_weight={99: 5.0}), ValueError,
+     r"class_weight key 99 is not a class: the model's outputs have 3 classes, \[0, 3\)"),
+    ("class_weight -1", lambda: fit(class_weight={-1: 2.0}), ValueError,
+     "class_weight key -1 is not a class"),
+    ("class_weight == classes", lambda: fit(class_weight={0: 1.0, 3: 2.0}), ValueError,
+     "class_weight key 3 is not a class"),
+    ("binary class_weight 2", lambda: fit(
+        m=sj.nn.mlp([8], input_shape=(4,), output_size=1, output_activation="sigmoid",
+                    rngs=nnx.Rngs(0)),
+        data=(DATA.x, (DATA.y > 0).astype(np.float32)), loss="binary_crossentropy",
+        class_weight={2: 3.0}), ValueError, r"class_weight key 2 is not a class.*\[0, 2\)"),
 ]
 
 
@@ -362,3 +407,40 @@ def test_huge_finite_gradients_are_clipped_to_a_finite_update(clip):
         assert np.sqrt(sum(n**2 for n in norms)) == pytest.approx(1.0, rel=1e-4)
     else:
         assert max(norms) == pytest.approx(1.0, rel=1e-4)
+
+
+# ---------------------------------------------------------------- callbacks' paths
+
+PATH_CASES = [
+    # (case, callback from (a directory, a file in it), the message)
+    ("ModelCheckpoint under a file", lambda d, f: train.ModelCheckpoint(f"{f}/m.keras"),
+     r"ModelCheckpoint filepath '.*afile/m.keras': its directory '.*afile' is, or is under, "
+     "a file"),
+    ("checkpoint directory is a file", lambda d, f: train.ModelCheckpoint(f),
+     r"ModelCheckpoint filepath '.*afile' is a file: give a directory path"),
+    ("ModelCheckpoint .keras is a directory", lambda d, f: train.ModelCheckpoint(
+        f"{d}/sub.keras"), r"ModelCheckpoint filepath '.*sub.keras' is a directory"),
+    ("weights under a file", lambda d, f: train.ModelCheckpoint(
+        f"{f}/w-{{epoch}}", save_weights_only=True), "its directory '.*afile' is, or is under"),
+    ("CSVLogger onto a directory", lambda d, f: train.CSVLogger(d),
+     r"CSVLogger filename '.*' is a directory: give a file path"),
+    ("CSVLogger under a file", lambda d, f: train.CSVLogger(f"{f}/log.csv"),
+     r"CSVLogger filename '.*afile/log.csv': its directory '.*afile' is, or is under, a file"),
+]
+
+
+@pytest.mark.parametrize("case, callback, match", PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_callback_paths_are_checked_before_training(tmp_path, case, callback, match):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "sub.keras").mkdir()
+    m = model()
+    before = jax.tree.map(np.copy, nnx.state(m))
+    with pytest.raises(ValueError, match=match):
+        fit(m, callbacks=[callback(str(tmp_path), str(tmp_path / "afile"))])
+    assert jax.tree.all(jax.tree.map(np.array_equal, before, nnx.state(m))), case
+
+
+def test_callback_directories_are_created(tmp_path):
+    log, best = tmp_path / "logs" / "run.csv", tmp_path / "models" / "best.keras"
+    fit(callbacks=[train.CSVLogger(log), train.ModelCheckpoint(best, save_weights_only=True)])
+    assert log.read_text().startswith("epoch,") and best.is_file()

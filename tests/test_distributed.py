@@ -39,7 +39,7 @@ def _data():
 def _fit(**kwargs):
     kwargs = {"batch_size": BATCH, "verbose": 0, "compilation_cache": False, "loss": LOSS,
               **kwargs}
-    model = kwargs.pop("model", None) or small_mlp()
+    model = kwargs.pop("model", None) or small_mlp(output=None)
     return sj.fit(model, sj.adam(1e-2), _data(), **kwargs)
 
 
@@ -137,7 +137,7 @@ EIGHT = textwrap.dedent('''
     states = {}
     for name, kwargs in (("one", {}), ("many", {"mesh": mesh}),
                          ("sharded", {"mesh": mesh, "shard_optimizer_state": True})):
-        model = small_mlp()
+        model = small_mlp(output=None)
         step = sj.steps.make_train_step(model, tx, LOSS, **kwargs)
         state = sj.steps.init_state(model, tx)
         for lo, hi in ((0, 64), (64, 104), (104, 140)):
@@ -337,7 +337,7 @@ def test_process_zero_alone_says_why_it_ends():
 
 
 def test_bad_meshes_and_arguments():
-    model, tx, data = small_mlp(), sj.adam(1e-3), _data()
+    model, tx, data = small_mlp(output=None), sj.adam(1e-3), _data()
     no_data_axis = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
     with pytest.raises(ValueError, match=r"mesh must have an axis named 'data'.*\('model',\)"):
         sj.fit(model, tx, data, epochs=1, mesh=no_data_axis, verbose=0)
@@ -369,7 +369,7 @@ def test_batch_size_not_divisible_by_the_devices(eight):
 
 @pytest.mark.slow  # trains in subprocesses
 def test_resuming_another_models_checkpoint_names_the_difference(eight):
-    wider = small_mlp(hidden=(16,))
+    wider = small_mlp(hidden=(16,), output=None)
     expected = r"parameters/layers/2/kernel: \[64, 32\] in the checkpoint, \[64, 16\] now"
     with pytest.raises(ValueError, match=expected):
         _fit(model=wider, epochs=EPOCHS, checkpoint_dir=eight["checkpoint_dir"])

@@ -1,6 +1,7 @@
 """fit and evaluate: accuracy, determinism, resumption, non-finite steps, arguments."""
 
 import logging
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -254,12 +255,68 @@ def test_callback_step_stats_reach_the_history_and_change_nothing():
                                float(optax.tree.norm(grads)), rtol=1e-6)
 
 
-def test_step_stats_may_not_shadow_the_loss():
-    class Bad(train.Callback):
-        def step_stats(self, grads, params):
-            return {"loss": optax.tree.norm(grads)}
+def _mean_confidence(outputs, labels):
+    return outputs.max(axis=-1).mean()
 
-    data = sj.data.synthetic_classification(16, num_features=4, num_classes=3)
+
+def _top_label(outputs, labels):
+    return outputs.argmax(axis=-1).astype(jnp.float32).mean()
+
+
+@pytest.mark.parametrize("metrics, names", [
+    (None, ["accuracy"]),
+    (["accuracy"], ["accuracy"]),
+    ([_top_label, "accuracy", _mean_confidence], ["_top_label", "accuracy", "_mean_confidence"]),
+    ({"zeta": _mean_confidence, "alpha": "accuracy"}, ["zeta", "alpha"]),
+    ([_mean_confidence, _top_label], ["_mean_confidence", "_top_label"]),
+])
+def test_evaluate_returns_the_loss_then_the_metrics_in_the_order_given(metrics, names):
+    # Keras: evaluate(return_dict=False) is [loss, *metrics] in compile's metrics order,
+    # whatever the names (here some sort before "loss", some after).
+    data = sj.data.synthetic_classification(50, num_features=4, num_classes=3, seed=2)
     model = sj.nn.mlp([8], input_shape=(4,), output_size=3, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="may not be named"):
-        sj.fit(model, sj.sgd(0.1), data, epochs=1, batch_size=8, verbose=0, callbacks=[Bad()])
+    outputs = sj.train.predict(model, data.x).astype(np.float64)
+    reference = {
+        "loss": -np.mean(np.log(np.clip(outputs[np.arange(50), data.y], 1e-7, 1))),
+        "accuracy": np.mean(outputs.argmax(1) == data.y),
+        "_mean_confidence": outputs.max(1).mean(),
+        "_top_label": outputs.argmax(1).mean(),
+    }
+    reference.update(zeta=reference["_mean_confidence"], alpha=reference["accuracy"])
+    listed = train.evaluate(model, data.x, data.y, metrics=metrics, return_dict=False,
+                            batch_size=16)
+    np.testing.assert_allclose(listed, [reference[k] for k in ["loss", *names]], rtol=1e-5)
+    as_dict = train.evaluate(model, data.x, data.y, metrics=metrics, batch_size=16)
+    assert list(as_dict) == ["loss", *names]
+    assert list(as_dict.values()) == listed
+
+
+PROBABILITY_CASES = [
+    # (output_size, output activation, loss, warns)
+    (3, None, "sparse_categorical_crossentropy", True),  # logits into a probability loss
+    (3, "relu", "sparse_categorical_crossentropy", True),  # >= 0 but rows do not sum to 1
+    (3, "sigmoid", "sparse_categorical_crossentropy", True),  # in [0, 1], sums off 1
+    (3, "softmax", "sparse_categorical_crossentropy", False),
+    (3, None, "sparse_categorical_crossentropy_from_logits", False),
+    (1, None, "binary_crossentropy", True),
+    (1, "sigmoid", "binary_crossentropy", False),
+    (1, None, "binary_crossentropy_from_logits", False),
+]
+
+
+@pytest.mark.parametrize("width, activation, loss, warns", PROBABILITY_CASES)
+def test_outputs_that_are_not_probabilities_are_warned_of(width, activation, loss, warns):
+    data = sj.data.synthetic_classification(40, num_features=4, num_classes=max(width, 2))
+    model = sj.nn.mlp([8], input_shape=(4,), output_size=width,
+                      output_activation=activation, rngs=nnx.Rngs(0))
+    if width == 1:
+        data = (data.x, data.y.astype(np.float32)[:, None])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = sj.fit(model, sj.sgd(0.01), data, epochs=2, batch_size=8, loss=loss,
+                         verbose=0)
+    said = [str(w.message) for w in caught if "takes probabilities" in str(w.message)]
+    assert len(said) == (1 if warns else 0)  # once per fit, at its first step
+    if warns:
+        assert f"loss {loss!r}" in said[0] and f"loss='{loss}_from_logits'" in said[0]
+    assert "not_probabilities" not in history.history
