@@ -118,10 +118,10 @@ def test_class_weight_of_binary_and_one_hot_targets():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 3)).astype(np.float32)
     binary = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]], np.float32)
-    weights = sj.loop._class_weights({1: 3.0}, binary)
+    weights = sj.loop._class_weights({1: 3.0}, binary, 2)
     np.testing.assert_array_equal(weights, [1, 3, 3, 1, 3, 1])
     one_hot = np.eye(3, dtype=np.float32)[[2, 0, 1]]
-    np.testing.assert_array_equal(sj.loop._class_weights({2: 0.5, 0: 4.0}, one_hot),
+    np.testing.assert_array_equal(sj.loop._class_weights({2: 0.5, 0: 4.0}, one_hot, 3),
                                   [0.5, 4.0, 1.0])
     # Trained: the binary cross-entropy's loss is weighted by the targets' classes.
     model = _linear(3, 1)
@@ -304,8 +304,11 @@ def test_predict_and_evaluate_compile_once_for_fresh_and_trained_models(caplog):
 
 def test_bad_predict_and_evaluate_arguments():
     model = _linear()
-    with pytest.raises(TypeError, match=r"inputs x alone, got a pair \(x, y\)"):
+    with pytest.raises(ValueError, match=r"one array of samples.*not a pair \(x, y\)"):
         train.predict(model, (np.ones((4, 3)), np.ones(4)))
+    # A list of two samples is two samples, not a pair (x, y).
+    two = train.predict(model, [np.ones(3), np.zeros(3)])
+    np.testing.assert_allclose(two, train.predict(model, np.stack([np.ones(3), np.zeros(3)])))
     history = _fit(_linear(), _regression(), loss="mse")
     with pytest.raises(TypeError, match="pass history.state"):
         train.evaluate(model, history, _regression(), loss="mse")
