@@ -44,10 +44,18 @@ loss scaling and gradient accumulation are refused. The initialisers, regularise
 object's description; one with ``"from_logits": true`` in its ``config`` is stablejax's
 name with ``_from_logits``, e.g. ``"sparse_categorical_crossentropy_from_logits"``).
 
+Every stablejax alias (:func:`stablejax.sgd` ... :func:`stablejax.nadam`) records its
+arguments (:func:`stablejax.optimizers.describe`), so :func:`save` writes an optimizer
+built directly by one, as well as one from :func:`optimizer` or :func:`load`; what Keras
+cannot hold (``decay=``, ``plateau=``, Nadam's ``momentum_decay`` other than 1, a
+schedule without a Keras class) is refused naming the argument.
+
 Numbers: a Keras run continued here, and a run of ours continued in Keras, agree to
 float32 rounding: tests/test_keras_format.py holds both directions to 1e-5 relative to
-each array's largest value (4.5e-7 measured) after an epoch of 8 updates, against
-numbers recorded from Keras 3.15.1 (docs/keras.md, "The tested bound").
+each array's largest value after an epoch of 8 updates from a state recorded in a file,
+against numbers recorded from Keras 3.15.1 (measured 4.5e-7 on the recording machine,
+6.3e-7 on an AMD EPYC; longer runs are not compared across machines, whose float32
+roundings differ: docs/keras.md, "The tested bound").
 """
 
 from __future__ import annotations
@@ -57,10 +65,11 @@ import functools
 import io
 import json
 import math
+import numbers
 import os
 import re
-import weakref
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -97,7 +106,8 @@ ACTIVATIONS = ("linear", "relu", "elu", "selu", "sigmoid", "tanh", "softmax", "l
 # The format this module writes: the files are those Keras 3.15.1 writes.
 KERAS_VERSION = "3.15.1"
 
-# Keras 3's defaults, in the order of its get_config.
+# Keras 3's defaults of each optimizer's own arguments, in the order of its get_config
+# (which writes name, learning_rate, the base options, then these).
 _HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "SGD": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
     "Adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
@@ -119,13 +129,11 @@ _SCHEDULE_KEYS = {
     "InverseTimeDecay": ("initial_learning_rate", "decay_steps", "decay_rate", "staircase"),
     "PiecewiseConstantDecay": ("boundaries", "values"),
 }
-
-# The Keras description of each optimizer built by `optimizer`, keyed by its update
-# function (an Optax transformation is a tuple of closures and says nothing of its
-# hyperparameters); weak, so it goes with the optimizer.
-_DESCRIBED: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, dict[str, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+_ALIASES: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
+    "SGD": optimizers.sgd, "Adagrad": optimizers.adagrad, "RMSprop": optimizers.rmsprop,
+    "Adam": optimizers.adam, "Nadam": optimizers.nadam,
+}
+_CLASS_NAMES = {alias.__name__: class_name for class_name, alias in _ALIASES.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,10 +190,8 @@ def optimizer(class_name: str, **config: Any) -> optax.GradientTransformationExt
     """The stablejax optimizer for a Keras optimizer's class name and config.
 
     ``optimizer("Adam", learning_rate=1e-3, clipnorm=1.0)`` is ``stablejax.adam(1e-3,
-    clipnorm=1.0)``, and it remembers its Keras description so that :func:`save` can write
-    it into a ``.keras`` file (an optimizer built directly with ``stablejax.adam`` cannot
-    be written: its hyperparameters are closed over). Missing arguments take Keras 3's
-    defaults, which are the aliases' defaults.
+    clipnorm=1.0)``: the alias, which :func:`save` can write back (as it can any alias).
+    Missing arguments take Keras 3's defaults, which are the aliases' defaults.
 
     Args:
       class_name: ``"SGD"``, ``"Adagrad"``, ``"RMSprop"``, ``"Adam"`` or ``"Nadam"`` (any
@@ -196,8 +202,9 @@ def optimizer(class_name: str, **config: Any) -> optax.GradientTransformationExt
         ``nesterov``, ``rho``, ``centered``, ``beta_1``, ``beta_2``, ``epsilon``,
         ``amsgrad``, ``initial_accumulator_value``), ``clipvalue``, ``clipnorm``,
         ``global_clipnorm`` (None or 0: no clipping, as in Keras), and ``name``,
-        ``ema_momentum``, ``ema_overwrite_frequency``, which change nothing. Nadam's
-        momentum schedule is Keras 3's (``momentum_decay=1``).
+        ``ema_momentum``, ``ema_overwrite_frequency``, which change nothing (:func:`save`
+        writes Keras's defaults for them). Nadam's momentum schedule is Keras 3's
+        (``momentum_decay=1``).
 
     Raises:
       ValueError: for another optimizer, an unknown argument, ``weight_decay``,
@@ -218,34 +225,97 @@ def optimizer(class_name: str, **config: Any) -> optax.GradientTransformationExt
     unknown = sorted(set(config) - set(own) - set(_BASE_OPTIONS) - {"name"})
     if unknown:
         raise ValueError(f"{class_name} takes no argument(s) {unknown}")
-    full: dict[str, Any] = {"name": config.get("name", class_name.lower())}
-    full.update({key: config.get(key, default) for key, default in own.items()})
-    full.update({key: config.get(key, default) for key, default in _BASE_OPTIONS.items()})
+    options = {key: config.get(key, default) for key, default in _BASE_OPTIONS.items()}
     refused = [
-        f"{key}={full[key]!r}"
+        f"{key}={options[key]!r}"
         for key in ("weight_decay", "loss_scale_factor", "gradient_accumulation_steps")
-        if full[key]
-    ] + (["use_ema=True"] if full["use_ema"] else [])
+        if options[key]
+    ] + (["use_ema=True"] if options["use_ema"] else [])
     if refused:
         raise ValueError(f"{class_name} with {', '.join(refused)} is not supported")
-    lr = full["learning_rate"]
-    if isinstance(lr, dict):
-        full["learning_rate"] = _schedule_description(lr)
-        learning_rate: float | optax.Schedule = _schedule(lr)
-    else:
-        learning_rate = float(lr)
-    clips = {key: _clip(full[key]) for key in ("clipvalue", "clipnorm", "global_clipnorm")}
-    kwargs = {key: full[key] for key in own if key != "learning_rate"}
+    lr = config.get("learning_rate", own["learning_rate"])
+    learning_rate = _schedule(lr) if isinstance(lr, dict) else lr
+    kwargs = {key: config.get(key, default) for key, default in own.items()
+              if key != "learning_rate"}
     if class_name == "SGD" and not kwargs["momentum"]:
         # Keras keeps no momentum variable then; its Nesterov step is plain SGD.
         kwargs["nesterov"] = False
-    build: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
-        "SGD": optimizers.sgd, "Adagrad": optimizers.adagrad, "RMSprop": optimizers.rmsprop,
-        "Adam": optimizers.adam, "Nadam": optimizers.nadam,
-    }
-    tx = build[class_name](learning_rate, **kwargs, **clips)
-    _DESCRIBED[tx.update] = (class_name, full)
-    return tx
+    clips = {key: _clip(options[key]) for key in ("clipvalue", "clipnorm", "global_clipnorm")}
+    return _ALIASES[class_name](learning_rate, **kwargs, **clips)
+
+
+def _number(value: Any) -> int | float:
+    """A schedule's argument as JSON writes it: an integer stays one."""
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _keras_schedule(schedule: Callable[..., Any]) -> dict[str, Any]:
+    """Keras's ``{"class_name", "config"}`` of a schedule that Keras has a class for."""
+    description = schedules.describe(schedule)
+    keras_names = ("stablejax.schedules.exponential_decay, power_decay (c=1) and "
+                   "piecewise_constant (inclusive='right') have Keras classes")
+    if description is None:
+        raise ValueError(f"learning_rate={schedule!r} is a function with no Keras schedule "
+                         f"class; {keras_names}")
+    name, args = description
+    if name in ("exponential_decay", "power_decay"):
+        cfg: dict[str, Any] = {
+            "initial_learning_rate": _number(args["lr0"]), "decay_steps": _number(args["s"]),
+            "decay_rate": _number(args["rate"]), "staircase": bool(args["staircase"])}
+        if name == "exponential_decay":
+            return _schedule_description({"class_name": "ExponentialDecay", "config": cfg})
+        if float(args["c"]) == 1:
+            return _schedule_description({"class_name": "InverseTimeDecay", "config": cfg})
+        raise ValueError(f"learning_rate: power_decay with c={args['c']!r} has no Keras "
+                         "schedule class (InverseTimeDecay is c=1)")
+    if name == "piecewise_constant":
+        if args["inclusive"] == "right":
+            return _schedule_description({"class_name": "PiecewiseConstantDecay", "config": {
+                "boundaries": [_number(b) for b in args["boundaries"]],
+                "values": [_number(v) for v in args["values"]]}})
+        raise ValueError(f"learning_rate: piecewise_constant with inclusive="
+                         f"{args['inclusive']!r} has no Keras schedule class "
+                         "(PiecewiseConstantDecay is inclusive='right')")
+    raise ValueError(f"learning_rate: schedules.{name} has no Keras schedule class; "
+                     f"{keras_names}")
+
+
+def _keras_optimizer(tx: optax.GradientTransformation) -> tuple[str, dict[str, Any]]:
+    """Keras's class name and complete config of an optimizer that an alias built.
+
+    Raises ``ValueError`` naming each argument Keras's optimizer cannot hold.
+    """
+    description = optimizers.describe(tx)
+    if description is None:
+        raise ValueError("tx has no Keras description: build it with a stablejax alias "
+                         "(sj.sgd, sj.adagrad, sj.rmsprop, sj.adam, sj.nadam), "
+                         "keras_format.optimizer(...) or take it from load()")
+    name, args = description
+    class_name = _CLASS_NAMES[name]
+    refused = []
+    if float(args["decay"]) != 0:
+        refused.append(f"decay={args['decay']!r} (Keras 2's legacy decay, which Keras 3 "
+                       "ignores; use a schedule)")
+    if args["plateau"] is not None:
+        refused.append("plateau= (Keras reduces the rate with its ReduceLROnPlateau "
+                       "callback, outside the optimizer)")
+    if name == "nadam" and float(args["momentum_decay"]) != 1:
+        refused.append(f"momentum_decay={args['momentum_decay']!r} (Keras 3's Nadam is "
+                       "momentum_decay=1.0)")
+    lr = args["learning_rate"]
+    try:
+        learning_rate = _keras_schedule(lr) if callable(lr) else float(lr)
+    except ValueError as error:
+        refused.append(str(error))
+    if refused:
+        raise ValueError(f"tx ({name}) cannot be written as Keras's {class_name}: "
+                         + "; ".join(refused))
+    clips = {key: None if args[key] is None else float(args[key])
+             for key in ("clipnorm", "global_clipnorm", "clipvalue")}
+    own = {key: type(default)(args[key])  # Keras checks that a float is a float
+           for key, default in _HYPERPARAMETERS[class_name].items() if key != "learning_rate"}
+    return class_name, {"name": _snake(class_name), "learning_rate": learning_rate,
+                        **_BASE_OPTIONS, **clips, **own}
 
 
 def _slot_groups(class_name: str, cfg: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -548,7 +618,21 @@ def _variable(module: nnx.Module, attribute: str) -> nnx.Variable:
 # Files
 
 
+def _path(path: Any) -> str:
+    """``path`` as a str; ``TypeError`` naming it unless it is a str or path-like."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or path-like (the .keras file), got {path!r}")
+    return str(os.fspath(path))
+
+
 def _read(path: str) -> tuple[dict[str, Any], bytes]:
+    """``config.json`` parsed and ``model.weights.h5``'s bytes; one-line errors naming
+    ``path`` for anything that is not a readable ``.keras`` archive."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory; expected a .keras file (the zip archive "
+                         "that Keras 3 or keras_format.save writes)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file; expected a .keras file")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -557,11 +641,14 @@ def _read(path: str) -> tuple[dict[str, Any], bytes]:
                     raise ValueError(f"{path}: not a Keras 3 .keras file: it has no {required} "
                                      f"(it holds {sorted(names)})")
             raw, blob = archive.read("config.json"), archive.read("model.weights.h5")
-    except zipfile.BadZipFile as err:
-        raise ValueError(f"{path}: not a .keras file (not a zip archive: {err})") from None
+    except PermissionError:
+        raise
+    # A damaged archive fails in zipfile, in its seeks (OSError) or in zlib.
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .keras file (a zip archive): {err}") from None
     try:
         cfg = json.loads(raw)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not text
         raise ValueError(f"{path}: config.json is not valid JSON ({err})") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: config.json does not describe a model")
@@ -589,7 +676,7 @@ def _arrays(h5: h5py.File, group: str, path: str, what: str) -> list[np.ndarray]
 def config(path: PathLike) -> dict[str, Any]:
     """The parsed ``config.json`` of a ``.keras`` file: the model's layers and, under
     ``"compile_config"``, its optimizer, loss and metrics as Keras wrote them."""
-    return _read(os.fspath(path))[0]
+    return _read(_path(path))[0]
 
 
 def load(
@@ -610,13 +697,15 @@ def load(
     ``tx = state = None``.
 
     Raises:
-      ValueError: naming the file and what is wrong: not a zip archive, no
-        ``config.json`` or ``model.weights.h5``, unsupported layers (all of them named),
+      ValueError: naming the file and what is wrong: a directory, not a readable zip
+        archive (or a damaged one), no ``config.json`` or ``model.weights.h5``, a
+        ``config.json`` that is not JSON, unsupported layers (all of them named),
         activations, optimizer or schedule, a layer's weights missing, of the wrong
         number or shape, or optimizer variables that do not fit the optimizer.
       FileNotFoundError: when ``path`` does not exist.
+      TypeError: when ``path`` is not a str or path-like.
     """
-    path = os.fspath(path)
+    path = _path(path)
     cfg, blob = _read(path)
     layers, sample = _chain(cfg, path)
     plans = _plan_layers(layers, sample, path)
@@ -651,7 +740,7 @@ def load(
             tx = optimizer(str(description.get("class_name")), **opt_cfg)
         except ValueError as err:
             raise ValueError(f"{path}: cannot load the optimizer: {err}") from None
-        class_name, full = _DESCRIBED[tx.update]
+        class_name, full = _keras_optimizer(tx)
         state = steps.init_state(model, tx)
         if "optimizer/vars" not in h5 or len(h5["optimizer/vars"]) == 0:
             return model, tx, state
@@ -903,8 +992,14 @@ def save(
         ``ELU`` layers), ``"prelu"`` (a ``PReLU`` layer after the ``Dense``).
       state: the run's :class:`~stablejax.steps.TrainState` (weights, statistics and
         optimizer state of ``tx``).
-      tx: an optimizer built by :func:`optimizer` or returned by :func:`load` (their Keras
-        description is known; a bare ``stablejax.adam(...)`` cannot be described).
+      tx: an optimizer that a stablejax alias returned (``sj.sgd``, ``sj.adagrad``,
+        ``sj.rmsprop``, ``sj.adam``, ``sj.nadam``, directly or through :func:`optimizer`
+        or :func:`load`), with its clipping, and a float learning rate or a schedule that
+        Keras has: ``exponential_decay`` (``ExponentialDecay``), ``power_decay`` with
+        ``c=1`` (``InverseTimeDecay``), ``piecewise_constant`` with ``inclusive="right"``
+        (``PiecewiseConstantDecay``). Refused, naming the argument: ``decay=``,
+        ``plateau=``, Nadam's ``momentum_decay`` other than 1, any other schedule or
+        function, and a transformation no alias returned (``optax.adam``, a chain).
       input_shape: the shape of one input sample; default the first layer's width when the
         model starts with ``Dense`` or ``BatchNorm``. Required when it starts with
         ``Flatten``.
@@ -915,11 +1010,15 @@ def save(
       metrics: Keras metric names written into the compile config.
 
     Raises:
-      ValueError: for a layer or activation without Keras equivalent, an undescribed
-        ``tx``, a ``state`` that does not belong to ``model`` and ``tx``, or a missing
-        ``input_shape``.
+      ValueError: for a layer or activation without Keras equivalent, a ``tx`` Keras
+        cannot hold (see ``tx``), a ``state`` that does not belong to ``model`` and
+        ``tx``, a missing ``input_shape``, or a ``path`` that is a directory.
+      TypeError: for a ``path`` that is not a str or path-like.
     """
-    path = os.fspath(path)
+    path = _path(path)
+    if os.path.isdir(path):
+        raise ValueError(f"path {path!r} is a directory; save writes a .keras file (a zip "
+                         "archive), e.g. os.path.join(path, 'model.keras')")
     if not isinstance(model, nnx.Sequential):
         raise ValueError(f"model must be an nnx.Sequential, got {type(model).__name__}")
     stacks = [i for i, layer in enumerate(model.layers) if isinstance(layer, nn.Stack)]
@@ -939,10 +1038,7 @@ def save(
             raise ValueError("input_shape is required: the model's first layer does not say "
                              "the shape of a sample")
     sample = tuple(int(d) for d in input_shape)
-    described = _DESCRIBED.get(tx.update) if tx is not None else None
-    if tx is not None and described is None:
-        raise ValueError("tx has no Keras description: build it with "
-                         "stablejax.keras_format.optimizer(...) or take it from load()")
+    described = _keras_optimizer(tx) if tx is not None else None
     specs = _keras_layers(model, sample)
 
     names = _h5_names([class_name for class_name, *_ in specs])

@@ -10,6 +10,15 @@ used is in the state (``state.hyperparams["learning_rate"]``, or
 ``step -> rate`` called with the 0-based update index, as Keras calls its schedules: the
 first update uses ``schedule(0)``.
 
+What is checked when an alias is called (``ValueError`` naming the argument and value):
+every number is in its range; a float ``learning_rate`` is finite and >= 0; a schedule is
+called once with step 0 (an int32 array) and ``learning_rate(0)`` must be finite and >= 0
+(each element, if it returns an array). What cannot be checked: the schedule's later
+values (one that turns negative or NaN at step 1000 is not caught), and ``schedule(0)``
+when it cannot be computed outside the compiled update (it raises, e.g. it needs a named
+axis, or its value is traced because the alias is built inside ``jit``); that schedule is
+then first run by the first update.
+
 Keyword-only options shared by every alias:
 
 - ``clipvalue``, ``clipnorm``, ``global_clipnorm``: Keras's gradient clipping (at most one),
@@ -17,17 +26,22 @@ Keyword-only options shared by every alias:
 - ``decay``: Keras 2's legacy inverse-time decay, ``lr_t = lr(step) / (1 + decay * step)``
   with the same 0-based ``step``. Keras 3 accepts ``decay=`` and silently ignores it; here
   it is honoured (docs/parity.md, V6).
-- ``plateau``: a :func:`stablejax.plateau.reduce_on_plateau` transformation, placed right
-  after the learning rate so that, as with Keras's ``ReduceLROnPlateau``, a reduced rate
-  enters the momentum of the following updates only. Feed it once per epoch with
-  :func:`stablejax.plateau.observe`.
+- ``plateau``: a :func:`stablejax.plateau.reduce_on_plateau` transformation (anything
+  else is a ``TypeError``), placed right after the learning rate so that, as with Keras's
+  ``ReduceLROnPlateau``, a reduced rate enters the momentum of the following updates only.
+  Feed it once per epoch with :func:`stablejax.plateau.observe`.
+
+Each alias records what built the optimizer it returns: :func:`describe` gives the alias's
+name and its arguments (:mod:`stablejax.keras_format` writes them as Keras's optimizer).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import weakref
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, ParamSpec, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -36,14 +50,16 @@ import optax
 from optax import tree_utils
 
 from stablejax import clipping, transforms
-from stablejax._checks import check_range, non_negative
+from stablejax._checks import check_range, is_traced, non_negative
 from stablejax.combine import SwitchState
-from stablejax.plateau import plateau_scale
+from stablejax.plateau import is_reduce_on_plateau, plateau_scale
+from stablejax.schedules import Description
 
 __all__ = [
     "adagrad",
     "adam",
     "current_learning_rate",
+    "describe",
     "nadam",
     "rmsprop",
     "set_learning_rate",
@@ -57,6 +73,55 @@ Chain = Callable[
     [optax.GradientTransformation, optax.GradientTransformation, optax.GradientTransformation],
     optax.GradientTransformation,
 ]
+
+Arguments = ParamSpec("Arguments")
+
+# The description of each optimizer an alias returned, keyed by its update function (an
+# Optax transformation is a tuple of closures and says nothing of its hyperparameters);
+# weak, so it goes with the optimizer.
+_DESCRIPTIONS: weakref.WeakKeyDictionary[Callable[..., Any], Description] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def describe(tx: Any) -> Description | None:
+    """The alias and arguments that built ``tx``, or None for a transformation that no
+    alias of this module returned (``optax.adam(...)``, an ``optax.chain`` of an alias).
+
+    ``arguments`` holds every argument by name, defaults included, as given (a schedule
+    stays a function: :func:`stablejax.schedules.describe` says what built it).
+
+    Example:
+      >>> name, arguments = describe(adam(1e-3, clipnorm=1.0))
+      >>> name, arguments["learning_rate"], arguments["clipnorm"], arguments["amsgrad"]
+      ('adam', 0.001, 1.0, False)
+    """
+    update = getattr(tx, "update", None)
+    try:
+        return _DESCRIPTIONS.get(update)  # type: ignore[arg-type]
+    except TypeError:  # not weakly referable: no alias returned it
+        return None
+
+
+def _described(
+    alias: Callable[Arguments, optax.GradientTransformationExtraArgs],
+) -> Callable[Arguments, optax.GradientTransformationExtraArgs]:
+    """``alias`` recording the :class:`~stablejax.schedules.Description` of each optimizer
+    it returns."""
+    signature = inspect.signature(alias)
+
+    @functools.wraps(alias)
+    def build(
+        *args: Arguments.args, **kwargs: Arguments.kwargs
+    ) -> optax.GradientTransformationExtraArgs:
+        tx = alias(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        _DESCRIPTIONS[tx.update] = Description(alias.__name__, dict(bound.arguments))
+        return tx
+
+    return build
+
 
 _CLIPPING = {
     "clipvalue": clipping.clip_by_value,
@@ -110,6 +175,21 @@ def _momentum(momentum: float, nesterov: bool = False) -> optax.GradientTransfor
     return transforms.scale_by_momentum(momentum, nesterov)
 
 
+def _check_learning_rate(learning_rate: optax.ScalarOrSchedule) -> None:
+    """A number, or a schedule's rate for the first update, must be finite and >= 0."""
+    if not callable(learning_rate):
+        non_negative("learning_rate", learning_rate)
+        return
+    try:
+        first = learning_rate(jnp.zeros((), jnp.int32))
+    except Exception:  # it runs only when traced (a named axis, ...): the first update runs it
+        return
+    if is_traced(first):  # built inside `jit` or `vmap` from traced values
+        return
+    for value in np.ravel(np.asarray(first)):
+        non_negative("learning_rate(0)", value)
+
+
 def _keras(
     chain: Chain,
     learning_rate: optax.ScalarOrSchedule,
@@ -122,13 +202,16 @@ def _keras(
     """``chain(clip, rate, plateau)`` under ``optax.inject_hyperparams`` over the rate.
 
     The options every alias shares, in one place: the clipping (``optax.identity()`` when
-    none), the checks of ``learning_rate`` and ``decay``, the legacy decay folded into the
-    rate, the rate itself (``u -> -lr_t * u``) and the plateau transform bound to that
-    rate (``optax.identity()`` when none).
+    none), the checks of ``plateau``, ``learning_rate`` (a schedule's first value) and
+    ``decay``, the legacy decay folded into the rate, the rate itself
+    (``u -> -lr_t * u``) and the plateau transform bound to that rate
+    (``optax.identity()`` when none).
     """
+    if plateau is not None and not is_reduce_on_plateau(plateau):
+        raise TypeError("plateau must be None or what stablejax.reduce_on_plateau(...) "
+                        f"returns, got {plateau!r}")
     clip = _clip(clipvalue, clipnorm, global_clipnorm)
-    if not callable(learning_rate):
-        non_negative("learning_rate", learning_rate)
+    _check_learning_rate(learning_rate)
     non_negative("decay", decay)
     rate = learning_rate
     # An array rate or decay comes from an outer `optax.inject_hyperparams`, which calls the
@@ -305,6 +388,7 @@ def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
     return _injected_rate(active) * plateau_scale(active)
 
 
+@_described
 def sgd(
     learning_rate: optax.ScalarOrSchedule = 0.01, momentum: float = 0.0, nesterov: bool = False,
     *, clipvalue: Clip = None, clipnorm: Clip = None, global_clipnorm: Clip = None,
@@ -350,6 +434,7 @@ def sgd(
     return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
+@_described
 def adagrad(
     learning_rate: optax.ScalarOrSchedule = 0.001, initial_accumulator_value: float = 0.1,
     epsilon: float = 1e-7,
@@ -387,6 +472,7 @@ def adagrad(
     return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
+@_described
 def rmsprop(
     learning_rate: optax.ScalarOrSchedule = 0.001, rho: float = 0.9, momentum: float = 0.0,
     epsilon: float = 1e-7, centered: bool = False,
@@ -435,6 +521,7 @@ def rmsprop(
     return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
+@_described
 def adam(
     learning_rate: optax.ScalarOrSchedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
     epsilon: float = 1e-7, amsgrad: bool = False,
@@ -475,6 +562,7 @@ def adam(
     return _keras(chain, learning_rate, clipvalue, clipnorm, global_clipnorm, decay, plateau)
 
 
+@_described
 def nadam(
     learning_rate: optax.ScalarOrSchedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
     epsilon: float = 1e-7, momentum_decay: float = 1.0,

@@ -13,6 +13,8 @@ sibling, early stopping, which shares the improvement test.
 from __future__ import annotations
 
 import functools
+import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +24,10 @@ import optax
 from stablejax._checks import check_range, non_negative, positive, require_int
 
 _MODES = {"min": 1.0, "max": -1.0}
+
+# The update function of each transformation `reduce_on_plateau` returned (weak: it goes
+# with the transformation).
+_UPDATES: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 def _is_count(v: float) -> bool:
@@ -211,7 +217,18 @@ def reduce_on_plateau(
         updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
         return updates, state
 
+    _UPDATES.add(update_fn)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def is_reduce_on_plateau(tx: Any) -> bool:
+    """True when ``tx`` is a transformation that :func:`reduce_on_plateau` returned.
+
+    Example:
+      >>> is_reduce_on_plateau(reduce_on_plateau()), is_reduce_on_plateau(optax.identity())
+      (True, False)
+    """
+    return getattr(tx, "update", None) in _UPDATES
 
 
 def _is_plateau_state(node: Any) -> bool:

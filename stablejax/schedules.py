@@ -17,13 +17,20 @@ argument; a traced argument cannot be checked. A schedule called with a concrete
 refuses a negative one; a traced step is not checked. A schedule given as an argument
 (to :func:`warmup`, or :func:`per_epoch` without ``num_epochs``) is a function whose
 values cannot be checked ahead.
+
+Every factory records what built each schedule it returns: :func:`describe` gives the
+factory's name and its arguments (e.g. to write the schedule in another library's terms,
+as :mod:`stablejax.keras_format` does).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, ParamSpec
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,56 @@ import optax
 from jax.typing import ArrayLike
 
 from stablejax._checks import check_range, is_traced, non_negative, positive, require_int
+
+Arguments = ParamSpec("Arguments")
+
+
+class Description(NamedTuple):
+    """What built a schedule (or an optimizer, :func:`stablejax.optimizers.describe`)."""
+
+    name: str  # the factory, e.g. "exponential_decay"
+    arguments: dict[str, Any]  # every argument by name, defaults included
+
+
+# The description of each schedule returned here, keyed by the schedule (weak: it goes
+# with the schedule).
+_DESCRIPTIONS: weakref.WeakKeyDictionary[Callable[..., Any], Description] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def describe(schedule: Any) -> Description | None:
+    """The factory and arguments that built ``schedule``, or None for a function that no
+    factory of this module returned.
+
+    Example:
+      >>> name, arguments = describe(exponential_decay(0.1, s=100))
+      >>> print(name, arguments)
+      exponential_decay {'lr0': 0.1, 's': 100, 'rate': 0.1, 'staircase': False}
+      >>> print(describe(lambda step: 0.1))
+      None
+    """
+    try:
+        return _DESCRIPTIONS.get(schedule)
+    except TypeError:  # not weakly referable: no factory returned it
+        return None
+
+
+def _described(
+    factory: Callable[Arguments, optax.Schedule],
+) -> Callable[Arguments, optax.Schedule]:
+    """``factory`` recording the :class:`Description` of each schedule it returns."""
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def build(*args: Arguments.args, **kwargs: Arguments.kwargs) -> optax.Schedule:
+        schedule = factory(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        _DESCRIPTIONS[schedule] = Description(factory.__name__, dict(bound.arguments))
+        return schedule
+
+    return build
 
 
 def _check_step(step: ArrayLike) -> None:
@@ -45,6 +102,7 @@ def _as_float(step: ArrayLike) -> jax.Array:
     return jnp.asarray(step, dtype=jnp.result_type(float))
 
 
+@_described
 def power_decay(
     lr0: float,
     s: float,
@@ -113,6 +171,7 @@ def power_decay(
     return schedule
 
 
+@_described
 def exponential_decay(
     lr0: float,
     s: float,
@@ -172,6 +231,7 @@ def exponential_decay(
     return schedule
 
 
+@_described
 def piecewise_constant(
     boundaries: Sequence[float],
     values: Sequence[float],
@@ -251,6 +311,7 @@ def piecewise_constant(
     return schedule
 
 
+@_described
 def per_epoch(
     schedule: Callable[[Any], ArrayLike],
     steps_per_epoch: int,
@@ -334,6 +395,7 @@ def per_epoch(
     return step_schedule
 
 
+@_described
 def one_cycle(
     max_lr: float,
     total_steps: int,
@@ -421,6 +483,7 @@ def one_cycle(
     return schedule
 
 
+@_described
 def warmup(
     schedule_or_value: optax.ScalarOrSchedule,
     warmup_steps: int,

@@ -5,6 +5,7 @@ import csv
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from test_plateau import VAL_LOSS, keras_reduce_lr_on_plateau
@@ -184,17 +185,20 @@ def test_model_checkpoint_max_mode_and_initial_value_threshold(digits, tmp_path)
 
 
 def test_model_checkpoint_keras_file_of_an_mlp_with_logits(digits, tmp_path):
-    """A model that starts with Flatten takes its input shape from fit's data, and a
-    from-logits loss is written as Keras's loss object with from_logits=True."""
+    """A model that starts with Flatten takes its input shape from fit's data, a
+    from-logits loss is written as Keras's loss object with from_logits=True, and the
+    optimizer of a plain alias call as Keras's."""
     from conftest import small_mlp
 
-    tx = sj.keras_format.optimizer("Adam", learning_rate=0.01)
+    tx = sj.nadam(0.01, clipnorm=1.0)
     model = small_mlp(batch_norm=None)
     path = tmp_path / "run.keras"
     sj.fit(model, tx, digits.train, epochs=1, batch_size=128, verbose=0,
            loss="sparse_categorical_crossentropy_from_logits",
            callbacks=[train.ModelCheckpoint(str(path))])
     compile_config = sj.keras_format.config(path)["compile_config"]
+    optimizer = compile_config["optimizer"]
+    assert optimizer["class_name"] == "Nadam" and optimizer["config"]["clipnorm"] == 1.0
     assert compile_config["loss"]["class_name"] == "SparseCategoricalCrossentropy"
     assert compile_config["loss"]["config"]["from_logits"] is True
     loaded, _, _ = sj.keras_format.load(path)
@@ -206,7 +210,8 @@ def test_model_checkpoint_refuses_an_unsaveable_run_before_training(digits, tmp_
     from conftest import small_mlp
 
     cases = [
-        ({"tx": sj.adam(0.01)}, "tx has no Keras description"),  # not from keras_format
+        ({"tx": optax.adam(0.01)}, "tx has no Keras description"),  # not an alias
+        ({"tx": sj.adam(0.01, decay=1e-3)}, "decay=0.001"),  # Keras 3 has no such decay
         ({"tx": sj.keras_format.optimizer("Adam"),
           "loss": lambda outputs, y: jax.numpy.mean(outputs)}, "custom loss"),
         ({"tx": sj.keras_format.optimizer("Adam"), "model": small_mlp(activation="rrelu")},
@@ -331,7 +336,7 @@ def test_model_checkpoint_names_itself_when_the_run_cannot_be_a_keras_file(digit
     with pytest.raises(ValueError, match=r"ModelCheckpoint\('.*run.keras'\) cannot write this "
                                          r"run as a .keras file: tx has no Keras description.*"
                                          "save_weights_only=True"):
-        sj.fit(small_mlp(), sj.sgd(0.1), digits.train, epochs=1, batch_size=128, verbose=0,
+        sj.fit(small_mlp(), optax.sgd(0.1), digits.train, epochs=1, batch_size=128, verbose=0,
                callbacks=[train.ModelCheckpoint(str(tmp_path / "run.keras"))])
     # The model alone needs no optimizer description.
     sj.fit(small_mlp(batch_norm=None), sj.sgd(0.1), digits.train, epochs=1, batch_size=128,

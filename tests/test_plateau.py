@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from stablejax.plateau import (
     ReduceOnPlateauState,
+    is_reduce_on_plateau,
     observe,
     plateau_scale,
     reduce_on_plateau,
@@ -315,3 +316,11 @@ def test_reaching_min_lr_by_round_factors_stops_like_keras():
     assert [int(s.wait) for s in history] == [w for _, _, w, _ in expected]
     np.testing.assert_allclose([float(s.scale) for s in history], [e[0] for e in expected],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("other", [
+    optax.identity(), optax.contrib.reduce_on_plateau(), reduce_on_plateau, None, "min",
+], ids=["identity", "optax-plateau", "factory", "None", "string"])
+def test_is_reduce_on_plateau_only_for_what_it_returned(other):
+    assert is_reduce_on_plateau(reduce_on_plateau(factor=0.5))
+    assert not is_reduce_on_plateau(other)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablejax.schedules import (
+    describe,
     exponential_decay,
     one_cycle,
     per_epoch,
@@ -345,3 +346,36 @@ def test_invalid_hyperparameters_raise(factory, args, kwargs, expected):
     with pytest.raises(ValueError, match=re.escape(expected)) as info:
         factory(*args, **kwargs)
     assert re.search(r"range|must", str(info.value))
+
+
+def _epoch_rate(epoch):
+    return 0.1 * 0.5**epoch
+
+
+# (a schedule built by a factory, its description: the factory and every argument)
+DESCRIBED = [
+    (lambda: exponential_decay(0.1, 100), ("exponential_decay", {
+        "lr0": 0.1, "s": 100, "rate": 0.1, "staircase": False})),
+    (lambda: power_decay(0.1, s=10, staircase=True, rate=0.5), ("power_decay", {
+        "lr0": 0.1, "s": 10, "c": 1.0, "staircase": True, "rate": 0.5})),
+    (lambda: piecewise_constant([2, 5], [1.0, 0.5, 0.1]), ("piecewise_constant", {
+        "boundaries": [2, 5], "values": [1.0, 0.5, 0.1], "inclusive": "right"})),
+    (lambda: per_epoch(_epoch_rate, 4, num_epochs=3), ("per_epoch", {
+        "schedule": _epoch_rate, "steps_per_epoch": 4, "num_epochs": 3})),
+    (lambda: one_cycle(1.0, 10), ("one_cycle", {
+        "max_lr": 1.0, "total_steps": 10, "pct_start": 0.3, "anneal_strategy": "cos",
+        "div_factor": 25.0, "final_div_factor": 1e4})),
+    (lambda: warmup(0.1, 4), ("warmup", {
+        "schedule_or_value": 0.1, "warmup_steps": 4, "init_value": 0.0, "shift": True})),
+]
+
+
+@pytest.mark.parametrize("make, expected", DESCRIBED, ids=[d[1][0] for d in DESCRIBED])
+def test_describe_gives_the_factory_and_every_argument(make, expected):
+    assert describe(make()) == expected
+
+
+@pytest.mark.parametrize("other", [lambda step: 0.1, optax.constant_schedule(0.1), max, None, 3],
+                         ids=["lambda", "optax", "builtin", "None", "number"])
+def test_describe_gives_none_for_what_no_factory_returned(other):
+    assert describe(other) is None
