@@ -17,12 +17,14 @@ Order of preference for deep dense stacks, from the classic recipe:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from stablejax._checks import concrete, non_negative
+from stablejax._checks import concrete, is_traced, non_negative
 
 # Full precision, as jax.nn.selu and PyTorch (Keras's docstring rounds them).
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -55,7 +57,7 @@ def relu(x: jax.Array) -> jax.Array:
 
     Exact on integer inputs too, whose dtype it keeps.
     """
-    return jax.nn.relu(x)
+    return jax.nn.relu(jnp.asarray(x))
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
@@ -77,6 +79,25 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
     return jnp.where(x >= 0, x, (negative_slope * x).astype(x.dtype))
 
 
+def _slopes(alpha: jax.typing.ArrayLike, x: jax.Array) -> jax.Array:
+    """``alpha`` as an array, checked to be real slopes that broadcast to ``x.shape``."""
+    if alpha is None or isinstance(alpha, str | bytes):
+        raise ValueError(f"alpha must be a real number or an array of slopes, got {alpha!r}")
+    alpha = jnp.asarray(alpha)
+    if not (jnp.issubdtype(alpha.dtype, jnp.integer) or jnp.issubdtype(alpha.dtype, jnp.floating)):
+        raise ValueError(f"alpha must hold real slopes, got dtype {alpha.dtype}")
+    try:
+        fits = np.broadcast_shapes(alpha.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"alpha of shape {alpha.shape} must broadcast to x's shape {x.shape} "
+                         "(e.g. x.shape[1:], (channels,) or ())")
+    if not is_traced(alpha) and not np.isfinite(np.asarray(alpha)).all():
+        raise ValueError(f"alpha must hold finite slopes, got {np.asarray(alpha)!r}")
+    return alpha
+
+
 def prelu(x: jax.Array, alpha: jax.Array) -> jax.Array:
     """Parametric ReLU: ``x`` if ``x > 0`` else ``alpha * x``, with a learned ``alpha``.
 
@@ -85,9 +106,15 @@ def prelu(x: jax.Array, alpha: jax.Array) -> jax.Array:
     channels-last input, a scalar one for all. The result has ``x``'s dtype, which must be
     floating point.
 
+    Checked: ``alpha`` must be real (not a string, ``None`` or booleans) and broadcast to
+    ``x.shape`` without enlarging it (``ValueError`` naming both shapes); a concrete
+    ``alpha`` must be finite. A traced one (the learned slopes inside ``jit``) is checked
+    for shape only.
+
     Reference: He et al. (2015), "Delving Deep into Rectifiers".
     """
-    x, alpha = _floating("prelu", x), jnp.asarray(alpha)
+    x = _floating("prelu", x)
+    alpha = _slopes(alpha, x)
     return jnp.where(x > 0, x, (alpha * x).astype(x.dtype))
 
 
@@ -105,7 +132,8 @@ def rrelu(
       (11/48 with the defaults).
 
     Defaults as PyTorch's ``nn.RReLU`` (Keras has no RReLU). ``lower`` and ``upper`` must
-    be finite numbers with ``0 <= lower <= upper``; ``x`` must be floating point.
+    be finite numbers with ``0 <= lower <= upper``; ``x`` must be floating point; ``key``
+    must be ``None`` or a PRNG key (``TypeError`` otherwise).
 
     Reference: Xu et al. (2015), "Empirical Evaluation of Rectified Activations in
     Convolutional Network".
@@ -115,6 +143,9 @@ def rrelu(
     low, high = concrete("lower", lower, ""), concrete("upper", upper, "")
     if low is not None and high is not None and low > high:
         raise ValueError(f"lower must be <= upper, got lower={lower!r} > upper={upper!r}")
+    if key is not None and not isinstance(key, jax.Array):
+        raise TypeError(f"key must be None (inference) or a PRNG key such as "
+                        f"jax.random.key(0), got {key!r}")
     x = _floating("rrelu", x)
     if key is None:
         slope = jnp.asarray((lower + upper) / 2.0, x.dtype)
@@ -161,8 +192,17 @@ def linear(x: jax.Array) -> jax.Array:
 
 
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Softmax over ``axis``: ``exp(x) / sum(exp(x))``, computed stably; ``x`` floating point."""
-    return jax.nn.softmax(_floating("softmax", x), axis=axis)
+    """Softmax over ``axis``: ``exp(x) / sum(exp(x))``, computed stably; ``x`` floating point.
+
+    ``axis`` must be an integer in ``[-x.ndim, x.ndim)`` (``ValueError`` naming it).
+    """
+    x = _floating("softmax", x)
+    if isinstance(axis, bool | np.bool_) or not isinstance(axis, numbers.Integral) or not (
+        -x.ndim <= axis < x.ndim
+    ):
+        raise ValueError(f"axis={axis!r} is not an axis of x of shape {x.shape}: use an "
+                         f"integer in [{-x.ndim}, {x.ndim})")
+    return jax.nn.softmax(x, axis=axis)
 
 
 _BY_NAME: dict[str, Callable[..., jax.Array]] = {
@@ -196,4 +236,7 @@ def get(name_or_fn: str | Callable[..., jax.Array] | None) -> Callable[..., jax.
         return name_or_fn
     if isinstance(name_or_fn, str) and name_or_fn.lower() in _BY_NAME:
         return _BY_NAME[name_or_fn.lower()]
+    if isinstance(name_or_fn, str) and name_or_fn.lower() == "prelu":
+        raise ValueError("activation 'prelu' learns its slopes: use the layer "
+                         "stablejax.nn.PReLU (or Dense(..., activation='prelu'))")
     raise ValueError(f"activation must be a callable, None or one of {NAMES}, got {name_or_fn!r}")

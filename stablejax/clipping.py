@@ -15,6 +15,9 @@ overflows or underflows for finite gradients. The plain sum of squares exceeds f
 range (3.4e38) once an element reaches about 1.8e19, which made a clipped update NaN
 (``global_clipnorm``) or 0 (``clipnorm``). Dividing by a power of two is exact, so for
 ordinary gradients ``r`` is the plain sum's square root scaled, to float32 rounding.
+
+Gradients must be floating point: an integer leaf raises ``ValueError`` naming its path
+and dtype when the update is traced (clipped integers would be truncated, most to 0).
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ __all__ = ["clip_by_global_norm", "clip_by_norm", "clip_by_value"]
 
 def _check_threshold(name: str, value: float) -> None:
     positive(name, value)
+
+
+def _check_floating(updates: optax.Updates) -> None:
+    """Raises ``ValueError`` naming the first gradient leaf that is not floating point."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(updates):
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(
+                f"updates{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}: "
+                "clipping needs floating-point gradients (integers would be truncated)"
+            )
 
 
 def _clip(c: float, leaves: list[jax.Array]) -> tuple[list[jax.Array], jax.Array]:
@@ -69,12 +82,15 @@ def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
 
     Keras's ``clipvalue=c``. It changes the direction of the gradient, not only its size.
 
+    A NaN element stays NaN; each clipped leaf keeps its dtype.
+
     Args:
       clipvalue: the bound ``c``, > 0. Required.
 
     Warning:
-      This is ``optax.clip(c)`` with its argument checked, and PyTorch's
-      ``clip_grad_value_``. Keras ignores a ``clipvalue`` <= 0; here it is an error.
+      This is ``optax.clip(c)`` with its argument and the gradients' dtypes checked, and
+      PyTorch's ``clip_grad_value_``. Keras ignores a ``clipvalue`` <= 0; here it is an
+      error.
 
     Example:
       >>> import jax.numpy as jnp
@@ -83,7 +99,13 @@ def clip_by_value(clipvalue: float) -> optax.GradientTransformation:
       [ 3.   3.5 -3.5]
     """
     _check_threshold("clipvalue", clipvalue)
-    return optax.clip(clipvalue)
+
+    def clip(updates, params):
+        del params
+        _check_floating(updates)
+        return jax.tree.map(lambda g: jnp.clip(g, -clipvalue, clipvalue).astype(g.dtype), updates)
+
+    return optax.stateless(clip)
 
 
 def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
@@ -112,11 +134,16 @@ def clip_by_norm(clipnorm: float) -> optax.GradientTransformation:
     """
     _check_threshold("clipnorm", clipnorm)
 
-    def clip(g):
+    def clip_one(g):
         [clipped], _ = _clip(clipnorm, [g])
         return clipped
 
-    return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
+    def clip(updates, params):
+        del params
+        _check_floating(updates)
+        return jax.tree.map(clip_one, updates)
+
+    return optax.stateless(clip)
 
 
 def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
@@ -151,6 +178,7 @@ def clip_by_global_norm(global_clipnorm: float) -> optax.GradientTransformation:
 
     def clip(updates, params):
         del params
+        _check_floating(updates)
         leaves, treedef = jax.tree.flatten(updates)
         clipped, r = _clip(global_clipnorm, leaves)
         # `r - r` is NaN when the norm is not finite: Keras's way to poison the step.

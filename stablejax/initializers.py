@@ -23,11 +23,13 @@ Klambauer et al. (2017), "Self-Normalizing Neural Networks".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, cast
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import DTypeLike
 
 from stablejax._checks import index, positive
@@ -38,6 +40,46 @@ Mode = Literal["fan_in", "fan_out", "fan_avg"]
 Distribution = Literal["truncated_normal", "normal", "uniform"]
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints, each checked to be an integer >= 0."""
+    if isinstance(shape, str | bytes) or not isinstance(shape, Iterable):
+        raise TypeError(f"shape must be a sequence of dimensions such as (784, 300), "
+                        f"got {shape!r}")
+    return tuple(index(f"shape[{i}]", d, 0) for i, d in enumerate(shape))
+
+
+def _check_axis(name: str, value: Any, shape: tuple[int, ...] | None = None) -> None:
+    """Raises ``ValueError`` unless ``value`` is an integer, and an axis of ``shape`` if given."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer axis, got {value!r}")
+    if shape is not None and not -len(shape) <= int(value) < len(shape):
+        rank = len(shape)
+        raise ValueError(f"{name}={value!r} is not an axis of the rank-{rank} shape {shape}: "
+                         f"use an integer in [{-rank}, {rank})")
+
+
+def _batch_axes(batch_axis: Any) -> tuple[Any, ...]:
+    """``batch_axis`` as a tuple (an int alone, or a sequence of them)."""
+    if isinstance(batch_axis, numbers.Integral):
+        return (batch_axis,)
+    if isinstance(batch_axis, str | bytes) or not isinstance(batch_axis, Iterable):
+        raise ValueError(f"batch_axis must be an integer axis or a sequence of them, "
+                         f"got {batch_axis!r}")
+    return tuple(batch_axis)
+
+
+def _check_axes(in_axis: Any, out_axis: Any, batch_axis: Any,
+                shape: tuple[int, ...] | None = None) -> None:
+    """Checks every axis argument (as axes of ``shape`` when given)."""
+    _check_axis("in_axis", in_axis, shape)
+    _check_axis("out_axis", out_axis, shape)
+    if isinstance(batch_axis, numbers.Integral):
+        _check_axis("batch_axis", batch_axis, shape)
+    else:
+        for i, axis in enumerate(_batch_axes(batch_axis)):
+            _check_axis(f"batch_axis[{i}]", axis, shape)
 
 
 def compute_fans(
@@ -56,10 +98,16 @@ def compute_fans(
       convolution kernel ``(kh, kw, c_in, c_out)`` it is ``(kh*kw*c_in, kh*kw*c_out)``.
 
     Args:
-      shape: the kernel's shape.
+      shape: the kernel's shape, a sequence of integers >= 0.
       in_axis: axis of the input dimension (default -2, the Keras/Flax layout).
       out_axis: axis of the output dimension (default -1).
       batch_axis: axes excluded from the receptive field (e.g. stacked layers).
+
+    Raises:
+      TypeError: ``shape`` is not a sequence.
+      ValueError: a dimension that is not an integer >= 0; an axis that is not an
+        integer; for rank >= 2, an axis outside ``[-rank, rank)`` or two axes that are the
+        same (each message names the argument, its value and the shape).
 
     Example::
 
@@ -67,22 +115,22 @@ def compute_fans(
         >>> compute_fans((3, 3, 16, 32))  # a 3x3 convolution, 16 -> 32 channels
         (144.0, 288.0)
     """
-    shape = tuple(index(f"shape[{i}]", d, 0) for i, d in enumerate(shape))
-    if len(shape) == 0:
-        return 1.0, 1.0
-    if len(shape) == 1:
-        return float(shape[0]), float(shape[0])
+    shape = _dims(shape)
     rank = len(shape)
-    batch = {batch_axis} if isinstance(batch_axis, int) else set(batch_axis)
-    batch = {a % rank for a in batch}
-    in_axis, out_axis = in_axis % rank, out_axis % rank
-    if in_axis == out_axis or in_axis in batch or out_axis in batch:
+    _check_axes(in_axis, out_axis, batch_axis, shape if rank >= 2 else None)
+    if rank == 0:
+        return 1.0, 1.0
+    if rank == 1:
+        return float(shape[0]), float(shape[0])
+    batch = {a % rank for a in _batch_axes(batch_axis)}
+    fan_axes = (in_axis % rank, out_axis % rank)
+    if fan_axes[0] == fan_axes[1] or batch & set(fan_axes):
         raise ValueError(
-            f"in_axis={in_axis}, out_axis={out_axis} and batch_axis={sorted(batch)} must be "
-            f"distinct axes of a rank-{rank} shape"
+            f"in_axis={in_axis}, out_axis={out_axis} and batch_axis={batch_axis!r} must be "
+            f"distinct axes of the rank-{rank} shape {shape}"
         )
-    receptive = math.prod(d for i, d in enumerate(shape) if i not in {in_axis, out_axis} | batch)
-    return float(shape[in_axis] * receptive), float(shape[out_axis] * receptive)
+    receptive = math.prod(d for i, d in enumerate(shape) if i not in {*fan_axes, *batch})
+    return float(shape[fan_axes[0]] * receptive), float(shape[fan_axes[1]] * receptive)
 
 
 def variance_scaling(
@@ -140,13 +188,19 @@ def variance_scaling(
 
     Returns:
       ``init(key, shape, dtype=jnp.float32)``; a ``dtype`` that is not floating point
-      raises ``ValueError``.
+      raises ``ValueError``, and so does an axis outside the rank of ``shape`` (see
+      :func:`compute_fans`: the rank is known only then).
+
+    Raises:
+      ValueError: at construction, a bad ``scale``, ``mode`` or ``distribution``, or an
+        axis argument that is not an integer.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     positive("scale", scale)
+    _check_axes(in_axis, out_axis, batch_axis)
     checked_mode, checked_distribution = cast(Mode, mode), cast(Distribution, distribution)
     kernel = jax.nn.initializers.variance_scaling(
         float(scale), checked_mode, checked_distribution, in_axis, out_axis, batch_axis
@@ -161,8 +215,8 @@ def variance_scaling(
             raise ValueError(
                 f"dtype must be a floating-point dtype (float32, bfloat16, ...), got {dtype!r}"
             )
-        shape = tuple(shape)
-        compute_fans(shape, in_axis, out_axis, batch_axis)  # checks the shape and axes
+        shape = _dims(shape)
+        compute_fans(shape, in_axis, out_axis, batch_axis)  # checks the axes against it
         if math.prod(shape) == 0:
             return jnp.zeros(shape, dtype)
         draw = jnp.promote_types(dtype, jnp.float32)

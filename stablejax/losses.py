@@ -6,6 +6,12 @@ numerically safer choice for a model without an output activation. The other for
 take a model that ends in ``softmax`` or ``sigmoid`` (as the models of docs/guide.md do) and clip
 the probabilities to ``[1e-7, 1 - 1e-7]`` like Keras; Optax has no probability-input
 cross-entropy.
+
+What is checked: shapes always, before any work (also while ``jit`` or ``grad`` traces,
+as shapes are static); label and target *values* only when they are concrete (a NumPy
+or JAX array outside a traced function). Inside ``jit``, ``vmap`` (as in
+:func:`sample_weighted`) or ``grad`` of the targets they are tracers with no value
+yet and are not checked: a label outside the classes then gives NaN or a wrong number.
 """
 
 from __future__ import annotations
@@ -15,13 +21,79 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from stablejax._checks import check_range
+from stablejax._checks import check_range, is_traced
 
 # Keras's backend epsilon, used to clip probabilities away from 0 and 1.
 EPSILON = 1e-7
+
+
+def _first_bad(name: str, x: jax.Array, ok: Callable[[np.ndarray], np.ndarray],
+               accepted: str) -> None:
+    """Raises ``ValueError`` naming the first element of ``x`` that fails ``ok``.
+
+    The one value check of every loss and metric: a traced ``x`` (inside ``jit``, ``vmap``
+    or ``grad``) has no value yet and is not checked.
+    """
+    if is_traced(x):
+        return
+    values = np.asarray(x)
+    failed = ~ok(values.astype(np.float64))
+    if failed.any():
+        where = tuple(int(i) for i in np.unravel_index(np.argmax(failed), failed.shape))
+        at = f"{name}[{', '.join(map(str, where))}]" if where else name
+        raise ValueError(f"{at}={values[where].item()!r} is not {accepted}")
+
+
+def _check_shapes(outputs_name: str, outputs: jax.Array, targets: jax.Array) -> None:
+    """Raises unless ``targets`` has ``outputs``' shape, or ``(n,)`` against ``(n, 1)``.
+
+    The caller then reshapes ``targets`` to ``outputs``' shape. Any other difference is a
+    ``ValueError`` naming both shapes (a reshape of another shape of the same size, a
+    transposed target say, would pair the wrong elements).
+    """
+    o, t = outputs.shape, targets.shape
+    column = {len(o), len(t)} == {1, 2} and o[0] == t[0] and max(o, t, key=len)[1] == 1
+    if o != t and not column:
+        raise ValueError(
+            f"targets of shape {t} do not match {outputs_name} of shape {o}: the "
+            "shapes must be equal (or (n,) against (n, 1))"
+        )
+
+
+def _class_labels(outputs_name: str, outputs: jax.Array, labels: ArrayLike) -> jax.Array:
+    """``labels`` as int32 of shape ``outputs.shape[:-1]``, checked against the classes.
+
+    Labels of shape ``outputs.shape[:-1] + (1,)`` are squeezed, as Keras does. Concrete
+    labels must be integers in ``[0, classes)``; traced ones are not checked.
+    """
+    labels = jnp.asarray(labels)
+    if outputs.ndim == 0:
+        raise ValueError(f"{outputs_name} must have a class axis (shape (..., classes)), "
+                         "got a scalar")
+    batch, classes = outputs.shape[:-1], outputs.shape[-1]
+    if labels.shape not in (batch, (*batch, 1)):
+        raise ValueError(
+            f"labels of shape {labels.shape} do not match {outputs_name} of shape "
+            f"{outputs.shape}: one class index per sample needs labels of shape {batch}"
+        )
+    _first_bad("labels", labels, lambda v: (v == np.floor(v)) & (v >= 0) & (v < classes),
+               f"a class index in [0, {classes}) ({outputs_name} has {classes} classes)")
+    return labels.reshape(batch).astype(jnp.int32)
+
+
+def _binary_targets(outputs_name: str, outputs: jax.Array, targets: ArrayLike) -> jax.Array:
+    """``targets`` in ``outputs``' shape (see :func:`_check_shapes`), concrete ones in [0, 1].
+
+    Values are checked before the reshape, so a message indexes the caller's array.
+    """
+    targets = jnp.asarray(targets)
+    _check_shapes(outputs_name, outputs, targets)
+    _first_bad("targets", targets, lambda v: (v >= 0) & (v <= 1), "a target in [0, 1]")
+    return targets.reshape(outputs.shape)
 
 
 def sparse_categorical_crossentropy(probabilities: ArrayLike, labels: ArrayLike) -> jax.Array:
@@ -34,10 +106,16 @@ def sparse_categorical_crossentropy(probabilities: ArrayLike, labels: ArrayLike)
 
     Args:
       probabilities: ``(..., classes)`` probabilities, e.g. a softmax output.
-      labels: ``(...)`` integer class indices.
+      labels: ``(...)`` integer class indices (or ``(..., 1)``, as Keras takes them).
 
     Returns:
       The scalar mean loss.
+
+    Raises:
+      ValueError: labels of another shape; a concrete label that is not an integer in
+        ``[0, classes)`` (the message names the first one, its index and the number of
+        classes). Traced labels (inside ``jit``, ``vmap`` or ``grad``) have no value yet:
+        their shapes are checked, their values are not.
 
     Example:
       >>> p = jnp.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
@@ -52,9 +130,10 @@ def sparse_categorical_crossentropy(probabilities: ArrayLike, labels: ArrayLike)
       and Optax has none.
     """
     p = jnp.asarray(probabilities)
+    labels = _class_labels("probabilities", p, labels)
     p = p / jnp.sum(p, axis=-1, keepdims=True)
     p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
-    picked = jnp.take_along_axis(p, jnp.asarray(labels)[..., None].astype(jnp.int32), axis=-1)
+    picked = jnp.take_along_axis(p, labels[..., None], axis=-1)
     return -jnp.mean(jnp.log(picked[..., 0]))
 
 
@@ -72,10 +151,15 @@ def sparse_categorical_crossentropy_from_logits(
 
     Args:
       logits: ``(..., classes)`` unnormalised scores.
-      labels: ``(...)`` class indices (integers, or floats holding integers).
+      labels: ``(...)`` class indices (integers, or floats holding integers; or shape
+        ``(..., 1)``, as Keras takes them).
 
     Returns:
       The scalar mean loss.
+
+    Raises:
+      ValueError: as :func:`sparse_categorical_crossentropy` (shapes always, concrete
+        labels outside ``[0, classes)`` by value; traced labels are not checked).
 
     Example:
       >>> z = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
@@ -83,8 +167,8 @@ def sparse_categorical_crossentropy_from_logits(
       Array(0.66908, dtype=float32)
     """
     logits = jnp.asarray(logits)
+    labels = _class_labels("logits", logits, labels)
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    labels = jnp.asarray(labels).astype(jnp.int32)
     return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
@@ -96,12 +180,17 @@ def binary_crossentropy(probabilities: ArrayLike, targets: ArrayLike) -> jax.Arr
         p = \operatorname{clip}(p, \epsilon, 1 - \epsilon),\ \epsilon = 10^{-7}
 
     Args:
-      probabilities: sigmoid outputs; shape ``(n, 1)`` matches ``targets`` of shape
-        ``(n,)``.
+      probabilities: sigmoid outputs, of ``targets``' shape (``(n, 1)`` also matches
+        ``targets`` of shape ``(n,)``, and the reverse).
       targets: 0/1 targets (or soft targets in [0, 1]).
 
     Returns:
       The scalar mean loss.
+
+    Raises:
+      ValueError: shapes that differ otherwise (named in the message); a concrete target
+        outside [0, 1] (the first one and its index). Traced targets (inside ``jit``,
+        ``vmap`` or ``grad``) are checked for shape only.
 
     Example:
       >>> binary_crossentropy(jnp.array([[0.9], [0.2], [1.0]]), jnp.array([1, 0, 0]))
@@ -115,9 +204,9 @@ def binary_crossentropy(probabilities: ArrayLike, targets: ArrayLike) -> jax.Arr
       PyTorch's ``BCELoss`` instead clamps each log term at -100; Optax has no
       probability-input form.
     """
-    targets = jnp.asarray(targets)
-    p = jnp.clip(jnp.asarray(probabilities).reshape(targets.shape), EPSILON, 1.0 - EPSILON)
-    y = targets.astype(p.dtype)
+    p = jnp.asarray(probabilities)
+    y = _binary_targets("probabilities", p, targets).astype(p.dtype)
+    p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
     return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
 
 
@@ -130,42 +219,56 @@ def binary_crossentropy_from_logits(logits: ArrayLike, targets: ArrayLike) -> ja
     ``optax.losses.sigmoid_binary_cross_entropy`` averaged; stable for any logit.
 
     Args:
-      logits: unnormalised scores; shape ``(n, 1)`` matches ``targets`` of shape
-        ``(n,)``.
+      logits: unnormalised scores, of ``targets``' shape (``(n, 1)`` also matches
+        ``targets`` of shape ``(n,)``, and the reverse).
       targets: 0/1 targets (or soft targets in [0, 1]).
 
     Returns:
       The scalar mean loss.
 
+    Raises:
+      ValueError: as :func:`binary_crossentropy` (shapes always, concrete targets
+        outside [0, 1] by value; traced targets are not checked).
+
     Example:
       >>> binary_crossentropy_from_logits(jnp.array([[0.0], [2.0]]), jnp.array([1, 0]))
       Array(1.41004, dtype=float32)
     """
-    targets = jnp.asarray(targets)
-    z = jnp.asarray(logits).reshape(targets.shape)
-    return jnp.mean(optax.losses.sigmoid_binary_cross_entropy(z, targets.astype(z.dtype)))
+    z = jnp.asarray(logits)
+    y = _binary_targets("logits", z, targets)
+    return jnp.mean(optax.losses.sigmoid_binary_cross_entropy(z, y.astype(z.dtype)))
 
 
 def mean_squared_error(outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
     """Mean of ``(outputs - targets) ** 2`` over every element.
 
-    ``targets`` are reshaped to the outputs' shape (``(n,)`` against ``(n, 1)``).
+    ``targets`` must have the outputs' shape; ``(n,)`` against ``(n, 1)`` (and the
+    reverse) is the one difference taken, by a reshape. Any other shape raises
+    ``ValueError`` naming both, also when traced; the values are not checked.
 
     Example:
       >>> mean_squared_error(jnp.array([[1.0], [2.0]]), jnp.array([0.0, 4.0]))
       Array(2.5, dtype=float32)
     """
     outputs = jnp.asarray(outputs)
-    return jnp.mean(jnp.square(outputs - jnp.asarray(targets).reshape(outputs.shape)))
+    targets = jnp.asarray(targets)
+    _check_shapes("outputs", outputs, targets)
+    return jnp.mean(jnp.square(outputs - targets.reshape(outputs.shape)))
 
 
 def sparse_categorical_accuracy(outputs: ArrayLike, labels: ArrayLike) -> jax.Array:
     """Fraction of samples whose arg-max output equals the integer label.
 
+    ``labels`` are checked as in :func:`sparse_categorical_crossentropy`: shape
+    ``outputs.shape[:-1]`` (or ``(..., 1)``), concrete values in ``[0, classes)``;
+    traced labels for shape only.
+
     Example:
       >>> sparse_categorical_accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1]))
       Array(0.5, dtype=float32)
     """
+    outputs = jnp.asarray(outputs)
+    labels = _class_labels("outputs", outputs, labels)
     return jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(jnp.float32))
 
 
@@ -173,15 +276,18 @@ def binary_accuracy(outputs: ArrayLike, targets: ArrayLike, threshold: float = 0
     """Fraction of samples with ``(output > threshold) == target`` (Keras's threshold 0.5).
 
     For a logits model use ``threshold=0.0``. ``threshold`` must be a finite number (a
-    traced one is not checked).
+    traced one is not checked). ``targets`` are checked as in
+    :func:`binary_crossentropy`: the outputs' shape (or ``(n,)`` against ``(n, 1)``),
+    concrete values in [0, 1]; traced targets for shape only.
 
     Example:
       >>> binary_accuracy(jnp.array([[0.2], [0.7], [0.5]]), jnp.array([0, 1, 1]))
       Array(0.6666667, dtype=float32)
     """
     check_range("threshold", threshold, -math.inf, math.inf, low_open=True, high_open=True)
-    targets = jnp.asarray(targets)
-    predicted = jnp.asarray(outputs).reshape(targets.shape) > threshold
+    outputs = jnp.asarray(outputs)
+    targets = _binary_targets("outputs", outputs, targets)
+    predicted = outputs > threshold
     return jnp.mean((predicted == (targets > 0.5)).astype(jnp.float32))
 
 
@@ -212,7 +318,8 @@ def sample_weighted(
     sum is divided by the number of samples, not by the sum of the weights (Keras 3's
     ``"sum_over_batch_size"`` reduction). All weights 1 give the batch mean. ``loss_fn``
     must return the mean over its batch (as every loss here does); ``sample_weight`` must
-    have shape ``(n,)``.
+    have shape ``(n,)`` and ``targets`` ``n`` rows. ``loss_fn`` sees each sample under
+    ``vmap``, traced: shapes are checked, label and target values are not.
 
     Example:
       >>> import jax.numpy as jnp
@@ -225,6 +332,9 @@ def sample_weighted(
     if weights.shape != outputs.shape[:1]:
         raise ValueError(f"sample_weight must have shape {outputs.shape[:1]}, one weight per "
                          f"sample, got shape {weights.shape}")
+    if targets.shape[:1] != outputs.shape[:1]:
+        raise ValueError(f"targets of shape {targets.shape} do not match outputs of shape "
+                         f"{outputs.shape}: one row of targets per sample")
     per_sample = jax.vmap(lambda o, t: loss_fn(o[None], t[None]))(outputs, targets)
     weights = weights.astype(per_sample.dtype)
     return jnp.sum(per_sample * weights) / per_sample.shape[0]

@@ -25,11 +25,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
 from stablejax import activations, initializers
-from stablejax._checks import check_range, index, require
+from stablejax._checks import check_range, concrete, index, non_negative, require
 
 __all__ = [
     "BatchNorm",
@@ -60,6 +61,51 @@ def _size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1 (a layer size), got {value!r}")
     return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, after checking that it is one (a truthy string is a mistake)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_rngs(rngs: Any) -> None:
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be a flax.nnx.Rngs, e.g. rngs=nnx.Rngs(0), got {rngs!r}")
+
+
+def _check_initializer(name: str, init: Any) -> None:
+    if init is not None and not callable(init):
+        raise TypeError(f"{name} must be None or an initializer init(key, shape, dtype), e.g. "
+                        f"stablejax.initializers.he_normal(), got {init!r}")
+
+
+def _check_activation(name: str, value: Any) -> None:
+    """Raises ``ValueError`` naming ``name`` for an activation no layer here can apply."""
+    if isinstance(value, str) and value.lower() in ("prelu", "rrelu"):
+        return  # layers with their own state (see _activation_layer)
+    try:
+        activations.get(value)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def _is_softmax(activation: Any) -> bool:
+    if isinstance(activation, str):
+        return activation.lower() == "softmax"
+    return activation is activations.softmax or activation is jax.nn.softmax
+
+
+def _check_not_softmax_of_one(activation: Any, units: int, activation_name: str,
+                              units_name: str) -> None:
+    """Refuses softmax over a single unit: its output is the constant 1, nothing can learn."""
+    if units == 1 and _is_softmax(activation):
+        raise ValueError(
+            f"{activation_name}='softmax' with {units_name}=1 outputs the constant 1 (softmax "
+            f"over one unit): for two classes use {activation_name}='sigmoid' with "
+            f"{units_name}=1 (and binary_crossentropy), or {units_name}=2 with softmax"
+        )
 
 
 def _check_width(layer: str, axis_name: str, expected: int, x: jax.Array, axis: int) -> None:
@@ -118,7 +164,8 @@ class BatchNorm(nnx.BatchNorm):
       num_features: size of the feature axis.
       momentum: moving-average momentum in [0, 1) (default 0.99).
       epsilon: positive constant added to the variance (default 1e-3).
-      axis: the feature axis (default -1).
+      axis: the feature axis (default -1), an integer; checked against the input's rank
+        at each call.
       use_scale, use_bias: learn gamma, beta (default True).
       axis_name: mapped axis over which to average statistics (``shard_map``).
       trainable: False freezes the layer as described above.
@@ -150,10 +197,15 @@ class BatchNorm(nnx.BatchNorm):
     ) -> None:
         num_features = _size("num_features", num_features)
         _check_momentum_epsilon(momentum, epsilon)
+        if isinstance(axis, bool | np.bool_) or not isinstance(axis, numbers.Integral):
+            raise ValueError(f"axis must be an integer (the feature axis), got {axis!r}")
+        use_scale, use_bias = _flag("use_scale", use_scale), _flag("use_bias", use_bias)
+        trainable = _flag("trainable", trainable)
+        _check_rngs(rngs)
         super().__init__(
             num_features,
-            use_running_average=use_running_average,
-            axis=axis,
+            use_running_average=_flag("use_running_average", use_running_average),
+            axis=int(axis),
             momentum=momentum,
             epsilon=epsilon,
             use_scale=use_scale,
@@ -162,7 +214,7 @@ class BatchNorm(nnx.BatchNorm):
             use_fast_variance=False,
             rngs=rngs,
         )
-        self.trainable = trainable
+        self.trainable: bool = trainable
 
     def __call__(
         self,
@@ -176,8 +228,10 @@ class BatchNorm(nnx.BatchNorm):
         ``mask`` (broadcastable to ``x``, True where a sample counts) restricts the
         batch statistics to the masked positions, as in Flax.
         """
-        if x.ndim and -x.ndim <= self.axis < x.ndim:
-            _check_width("BatchNorm", "num_features", self.num_features, x, self.axis)
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ValueError(f"BatchNorm's axis={self.axis} is not an axis of the input of "
+                             f"shape {tuple(x.shape)}")
+        _check_width("BatchNorm", "num_features", self.num_features, x, self.axis)
         if use_running_average is None:
             use_running_average = self.use_running_average
         if not self.trainable or use_running_average:
@@ -245,6 +299,9 @@ class PReLU(nnx.Module):
         >>> PReLU(3, alpha_init=0.25)(jnp.array([-2.0, 0.0, 3.0]))
         Array([-0.5,  0. ,  3. ], dtype=float32)
 
+    ``alpha_init`` must be a finite number and ``param_dtype`` a floating-point dtype
+    (integer slopes could not be learned; 0.25 would become 0).
+
     Warning:
       PyTorch's ``nn.PReLU()`` learns one slope shared by every element (``shape=()``
       here) and starts it at 0.25; Keras's starts at 0 with one slope per element.
@@ -259,8 +316,11 @@ class PReLU(nnx.Module):
     ) -> None:
         dims: Any = (shape,) if isinstance(shape, numbers.Integral) else shape
         shape = tuple(_size("shape", d) for d in dims)
-        if not math.isfinite(alpha_init):
-            raise ValueError(f"alpha_init must be finite, got {alpha_init!r}")
+        check_range("alpha_init", alpha_init, -math.inf, math.inf, low_open=True,
+                    high_open=True)
+        if not jnp.issubdtype(param_dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a floating-point dtype (float32, ...), got "
+                             f"{param_dtype!r}")
         self.alpha = nnx.Param(jnp.full(shape, alpha_init, param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -287,6 +347,10 @@ class RReLU(nnx.Module):
         >>> layer(jnp.array([-48.0, 2.0]))
         Array([-11.,   2.], dtype=float32)
 
+    ``lower`` and ``upper`` must be finite numbers with ``0 <= lower <= upper`` (Python or
+    NumPy numbers, or 0-d arrays; kept as Python floats) and ``deterministic`` a bool,
+    checked here with a ``ValueError`` naming the argument.
+
     Warning:
       Keras has no RReLU; the defaults and the inference slope are PyTorch's.
     """
@@ -299,13 +363,17 @@ class RReLU(nnx.Module):
         deterministic: bool = False,
         rngs: nnx.Rngs | None = None,
     ) -> None:
-        for name, value in (("lower", lower), ("upper", upper)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if lower > upper:
+        non_negative("lower", lower)
+        non_negative("upper", upper)
+        low, high = concrete("lower", lower, ""), concrete("upper", upper, "")
+        if low is None or high is None:
+            raise ValueError("RReLU's lower and upper must be concrete numbers, not traced")
+        if low > high:
             raise ValueError(f"lower must be <= upper, got lower={lower!r} > upper={upper!r}")
-        self.lower, self.upper = lower, upper
-        self.deterministic = deterministic
+        self.lower, self.upper = low, high
+        self.deterministic = _flag("deterministic", deterministic)
+        if rngs is not None:
+            _check_rngs(rngs)
         self.rngs = nnx.data(None) if rngs is None else rngs["rrelu"].fork()
 
     def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
@@ -349,7 +417,9 @@ class Flatten(nnx.Module):
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Reshapes ``x`` to ``(x.shape[0], -1)``."""
+        """Reshapes ``x`` to ``(x.shape[0], -1)``; ``x`` needs a batch axis."""
+        if jnp.ndim(x) == 0:
+            raise ValueError("Flatten needs an input with a batch axis, got a scalar")
         return x.reshape(x.shape[0], -1)
 
 
@@ -478,6 +548,11 @@ class Dense(nnx.Linear):
         >>> layer.kernel.shape, layer(jnp.ones((4, 3))).shape
         ((3, 2), (4, 2))
 
+    Checked at construction: the sizes (integers >= 1), ``use_bias`` (a bool),
+    ``kernel_init`` (None or a callable), ``rngs`` (an ``nnx.Rngs``), and softmax over one
+    unit (``out_features=1``), whose output is the constant 1: ``ValueError`` suggesting
+    sigmoid.
+
     Warning:
       Keras's ``Dense`` always starts from Glorot uniform and Flax's ``nnx.Linear`` from
       LeCun normal, whatever the activation. A callable activation whose ``__name__`` is
@@ -497,10 +572,13 @@ class Dense(nnx.Linear):
     ) -> None:
         in_features = _size("in_features", in_features)
         out_features = _size("out_features", out_features)
+        _check_not_softmax_of_one(activation, out_features, "activation", "out_features")
+        _check_initializer("kernel_init", kernel_init)
+        _check_rngs(rngs)
         super().__init__(
             in_features,
             out_features,
-            use_bias=use_bias,
+            use_bias=_flag("use_bias", use_bias),
             kernel_init=kernel_init or _default_init(activation),
             rngs=rngs,
         )
@@ -520,7 +598,7 @@ def mlp(
     kernel_init: initializers.Initializer | None = None,
     batch_norm: str | None = None,
     output_size: int = 10,
-    output_activation: ActivationLike | None = "softmax",
+    output_activation: ActivationLike | None = "auto",
     momentum: float = 0.99,
     epsilon: float = 1e-3,
     scan_layers: bool = False,
@@ -534,6 +612,13 @@ def mlp(
     - ``batch_norm="before"`` (its second model): Flatten -> BatchNorm ->
       [Dense(h, use_bias=False) -> BatchNorm -> Activation] * k -> Dense(output);
       batch norm's beta makes the Dense bias redundant.
+
+    The output activation (``output_activation="auto"``, the default) is softmax for
+    ``output_size >= 2`` (docs/guide.md's classifiers) and sigmoid for ``output_size=1``,
+    Keras's ``Dense(1, activation="sigmoid")`` for a binary task. An explicit
+    ``"softmax"`` with ``output_size=1`` raises ``ValueError``: softmax over one unit is
+    the constant 1 and the model could not learn. ``None`` gives logits (pair it with a
+    ``*_from_logits`` loss).
 
     With ``kernel_init=None`` each hidden layer takes the initialiser matched to
     ``activation`` and the output layer the one matched to ``output_activation``. The
@@ -559,16 +644,25 @@ def mlp(
     single blocks of it.
 
     Args:
-      hidden: sizes of the hidden layers.
-      input_shape: shape of one input sample (flattened first).
+      hidden: sizes of the hidden layers, integers >= 1 (may be empty).
+      input_shape: shape of one input sample (flattened first), a sequence of integers
+        >= 1 such as ``(28, 28)`` or ``(64,)``.
       activation: hidden activation (name or callable).
       kernel_init: initialiser for the hidden kernels (default: matched to activation).
       batch_norm: None, ``"after"`` or ``"before"``.
-      output_size: units of the output layer.
-      output_activation: ``"softmax"`` (docs/guide.md), ``"sigmoid"``, None for logits, ...
+      output_size: units of the output layer, an integer >= 1.
+      output_activation: ``"auto"`` (softmax, or sigmoid for one unit: see above),
+        ``"softmax"``, ``"sigmoid"``, None for logits, a callable, ...
       momentum, epsilon: batch-norm hyperparameters (Keras's defaults).
       scan_layers: stack repeated hidden blocks and scan over them (a bool, default False).
       rngs: ``nnx.Rngs``.
+
+    Raises:
+      ValueError: a size that is not an integer >= 1, an unknown ``batch_norm`` or
+        activation name, bad batch-norm hyperparameters, softmax with ``output_size=1``,
+        a non-bool ``scan_layers``.
+      TypeError: ``hidden`` or ``input_shape`` not a sequence, ``kernel_init`` not
+        callable, ``rngs`` not an ``nnx.Rngs``.
 
     Example::
 
@@ -590,17 +684,21 @@ def mlp(
     """
     if batch_norm not in BATCH_NORM_PLACEMENTS:
         raise ValueError(f"batch_norm must be one of {BATCH_NORM_PLACEMENTS}, got {batch_norm!r}")
-    if isinstance(hidden, (str, bytes, numbers.Number)) or not hasattr(hidden, "__iter__"):
-        raise TypeError(
-            f"hidden must be a sequence of layer sizes such as [300, 100] or [300], got "
-            f"{hidden!r} ({type(hidden).__name__})"
-        )
-    hidden = tuple(_size("hidden", h) for h in hidden)
+    hidden = tuple(_size("hidden", h) for h in _sequence("hidden", hidden, "[300, 100] or [300]"))
     output_size = _size("output_size", output_size)
-    input_shape = tuple(_size("input_shape", d) for d in input_shape)
+    input_shape = tuple(
+        _size("input_shape", d) for d in _sequence("input_shape", input_shape, "(28, 28) or (64,)")
+    )
+    if isinstance(output_activation, str) and output_activation == "auto":
+        output_activation = "sigmoid" if output_size == 1 else "softmax"
+    _check_not_softmax_of_one(output_activation, output_size, "output_activation",
+                              "output_size")
+    _check_activation("activation", activation)
+    _check_activation("output_activation", output_activation)
     _check_momentum_epsilon(momentum, epsilon)
-    if not isinstance(scan_layers, bool):
-        raise ValueError(f"scan_layers must be a bool, got {scan_layers!r}")
+    _flag("scan_layers", scan_layers)
+    _check_initializer("kernel_init", kernel_init)
+    _check_rngs(rngs)
 
     def bn(n: int) -> BatchNorm:
         return BatchNorm(n, momentum=momentum, epsilon=epsilon, rngs=rngs)
@@ -632,6 +730,14 @@ def mlp(
     width = hidden[-1] if hidden else width
     layers.append(Dense(width, output_size, activation=output_activation, rngs=rngs))
     return nnx.Sequential(*layers)
+
+
+def _sequence(name: str, value: Any, example: str) -> Any:
+    """``value`` after checking that it is a sequence (of sizes), not a lone number or a string."""
+    if isinstance(value, str | bytes | numbers.Number) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of sizes such as {example}, got {value!r} "
+                        f"({type(value).__name__})")
+    return value
 
 
 def _runs(shapes: list[tuple[int, int]]) -> list[list[int]]:

@@ -137,3 +137,78 @@ def test_get_by_name_and_callable():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+NAN, INF = float("nan"), float("inf")
+
+# Hyperparameters of the functional forms: (id, call, exception, message pattern). Each
+# message names the argument and the bad value.
+BAD_HYPERPARAMETERS = [
+    ("leaky_relu-string", lambda: A.leaky_relu(X, "0.1"), ValueError, r"negative_slope .*'0.1'"),
+    ("leaky_relu-none", lambda: A.leaky_relu(X, None), ValueError, r"negative_slope .*None"),
+    ("leaky_relu-bool", lambda: A.leaky_relu(X, True), ValueError, r"negative_slope .*True"),
+    ("leaky_relu-inf", lambda: A.leaky_relu(X, INF), ValueError, r"negative_slope=inf"),
+    ("elu-string", lambda: A.elu(X, "1"), ValueError, r"alpha .*'1'"),
+    ("elu-nan", lambda: A.elu(X, NAN), ValueError, r"alpha=nan"),
+    ("elu-negative-np", lambda: A.elu(X, np.float32(-1)), ValueError, r"alpha=.*-1"),
+    ("rrelu-lower-string", lambda: A.rrelu(X, None, "0.1"), ValueError, r"lower .*'0.1'"),
+    ("rrelu-upper-none", lambda: A.rrelu(X, None, 0.1, None), ValueError, r"upper .*None"),
+    ("rrelu-upper-inf", lambda: A.rrelu(X, None, 0.1, INF), ValueError, r"upper=inf"),
+    ("rrelu-key-int", lambda: A.rrelu(X, 0), TypeError, r"key .*got 0"),
+    ("rrelu-key-string", lambda: A.rrelu(X, "key"), TypeError, r"key .*'key'"),
+    ("prelu-string", lambda: A.prelu(X, "0.1"), ValueError, r"alpha .*'0.1'"),
+    ("prelu-none", lambda: A.prelu(X, None), ValueError, r"alpha .*None"),
+    ("prelu-bool", lambda: A.prelu(X, True), ValueError, r"alpha .*bool"),
+    ("prelu-nan", lambda: A.prelu(X, NAN), ValueError, r"alpha .*finite.*nan"),
+    ("prelu-inf-array", lambda: A.prelu(X, jnp.array([0.1, INF, 0.1, 0.1, 0.1, 0.1])),
+     ValueError, r"alpha .*finite.*inf"),
+    ("prelu-shape", lambda: A.prelu(X, jnp.ones(4)), ValueError,
+     r"alpha of shape \(4,\) .*x's shape \(6,\)"),
+    ("prelu-enlarges-x", lambda: A.prelu(X, jnp.ones((2, 1))), ValueError,
+     r"alpha of shape \(2, 1\) .*x's shape \(6,\)"),
+    ("softmax-axis-out", lambda: A.softmax(X, axis=1), ValueError, r"axis=1 .*\(6,\)"),
+    ("softmax-axis-negative", lambda: A.softmax(X, axis=-2), ValueError, r"axis=-2 .*\(6,\)"),
+    ("softmax-axis-string", lambda: A.softmax(X, axis="0"), ValueError, r"axis='0'"),
+    ("softmax-axis-bool", lambda: A.softmax(X, axis=True), ValueError, r"axis=True"),
+    ("get-prelu", lambda: A.get("prelu"), ValueError, r"'prelu' .*stablejax.nn.PReLU"),
+]
+
+
+@pytest.mark.parametrize("call, error, pattern", [c[1:] for c in BAD_HYPERPARAMETERS],
+                         ids=[c[0] for c in BAD_HYPERPARAMETERS])
+def test_bad_hyperparameters_are_refused_naming_them(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+# The same hyperparameter as a Python number, a NumPy scalar and a 0-d array gives the
+# closed form's numbers.
+@pytest.mark.parametrize("form", [float, np.float32, np.float64, jnp.asarray],
+                         ids=["python", "np32", "np64", "0-d"])
+def test_hyperparameters_in_every_numeric_form_give_the_closed_form(form):
+    x = X.astype(np.float64)
+    np.testing.assert_allclose(A.leaky_relu(X, form(0.1)), np.where(x >= 0, x, 0.1 * x),
+                               rtol=1e-7)
+    np.testing.assert_allclose(A.elu(X, form(0.5)), np.where(x > 0, x, 0.5 * np.expm1(x)),
+                               rtol=2e-7)
+    np.testing.assert_allclose(A.rrelu(X, None, form(0.1), form(0.3)),
+                               np.where(x >= 0, x, 0.2 * x), rtol=1e-7)
+    np.testing.assert_allclose(A.prelu(X, form(0.25)), np.where(x > 0, x, 0.25 * x),
+                               rtol=1e-7)
+
+
+def test_softmax_over_a_chosen_axis_is_the_closed_form():
+    x = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    for axis in (0, 1, -1, -2):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        np.testing.assert_allclose(A.softmax(x, axis=axis), e / e.sum(axis=axis, keepdims=True),
+                                   rtol=1e-6)
+
+
+def test_traced_prelu_slopes_are_checked_for_shape_only():
+    # Inside jit the learned slopes have no value; a NaN slope gives NaN, a bad shape raises.
+    y = np.asarray(jax.jit(A.prelu)(X, jnp.array(NAN)))
+    assert np.isnan(y[X <= 0]).all()
+    np.testing.assert_array_equal(y[X > 0], X[X > 0])
+    with pytest.raises(ValueError, match=r"alpha of shape \(4,\)"):
+        jax.jit(A.prelu)(X, jnp.ones(4))

@@ -164,26 +164,53 @@ def test_bad_input_is_refused_naming_the_argument(call, error, text):
     assert text in str(raised.value)
 
 
-# Numbers in every accepted form: NumPy scalars and integers, concrete 0-d arrays.
+def updates_of(tx, steps=3, **extra):
+    """The updates of ``tx`` over ``steps`` calls on fixed gradients, stacked."""
+    grads, state, out = jnp.array([1.0, -2.0, 0.5]), tx.init(jnp.zeros(3)), []
+    for _ in range(steps):
+        updates, state = tx.update(grads, state, jnp.zeros(3), **extra)
+        out.append(updates)
+    return jnp.stack(out)
+
+
+STEPS = jnp.arange(12)
+
+# Numbers in every accepted form: NumPy scalars and integers, concrete 0-d arrays. Each
+# form must give what the same plain Python number gives (or the closed form):
+# (id, the odd form's result, the reference's result).
 GOOD = [
-    ("adam-np-scalar", lambda: sj.adam(np.float32(1e-3))),
-    ("adam-jnp-scalar", lambda: sj.adam(jnp.array(1e-3))),
-    ("adam-int", lambda: sj.adam(1)),
-    ("sgd-np-zero-momentum", lambda: sj.sgd(0.1, momentum=np.float64(0.0))),
-    ("switch-np-int", lambda: combine.switch(optax.sgd(1.0), optax.sgd(0.1), np.int64(4))),
-    ("per_epoch-np-int", lambda: schedules.per_epoch(lambda e: 0.1, np.int64(4))),
-    ("one_cycle-np-int", lambda: schedules.one_cycle(0.1, np.int64(10))),
-    ("warmup-np-int", lambda: schedules.warmup(0.1, np.int32(4))),
-    ("plateau-np-int", lambda: plateau.reduce_on_plateau(patience=np.int64(3))),
-    ("compute_fans-np-int", lambda: initializers.compute_fans((np.int64(3), 4))),
-    ("relu-int-input", lambda: activations.relu(INTS)),
-    ("linear-int-input", lambda: activations.linear(INTS)),
+    ("adam-np-scalar", lambda: updates_of(sj.adam(np.float32(1e-3))),
+     lambda: updates_of(sj.adam(1e-3))),
+    ("adam-jnp-scalar", lambda: updates_of(sj.adam(jnp.array(1e-3))),
+     lambda: updates_of(sj.adam(1e-3))),
+    ("adam-int", lambda: updates_of(sj.adam(1)), lambda: updates_of(sj.adam(1.0))),
+    ("sgd-np-zero-momentum", lambda: updates_of(sj.sgd(0.1, momentum=np.float64(0.0))),
+     lambda: updates_of(sj.sgd(0.1, momentum=0.0))),
+    ("switch-np-int",
+     lambda: updates_of(combine.switch(optax.sgd(1.0), optax.sgd(0.1), np.int64(4)), 6),
+     lambda: updates_of(combine.switch(optax.sgd(1.0), optax.sgd(0.1), 4), 6)),
+    ("per_epoch-np-int", lambda: jax.vmap(schedules.per_epoch(lambda e: 0.1 / (e + 1),
+                                                              np.int64(4)))(STEPS),
+     lambda: jax.vmap(schedules.per_epoch(lambda e: 0.1 / (e + 1), 4))(STEPS)),
+    ("one_cycle-np-int", lambda: jax.vmap(schedules.one_cycle(0.1, np.int64(10)))(STEPS),
+     lambda: jax.vmap(schedules.one_cycle(0.1, 10))(STEPS)),
+    ("warmup-np-int", lambda: jax.vmap(schedules.warmup(0.1, np.int32(4)))(STEPS),
+     lambda: jax.vmap(schedules.warmup(0.1, 4))(STEPS)),
+    ("plateau-np-int",
+     lambda: updates_of(plateau.reduce_on_plateau(patience=np.int64(3)), 6, value=1.0),
+     lambda: updates_of(plateau.reduce_on_plateau(patience=3), 6, value=1.0)),
+    ("compute_fans-np-int", lambda: initializers.compute_fans((np.int64(3), 4)),
+     lambda: (3.0, 4.0)),
+    ("relu-int-input", lambda: activations.relu(INTS), lambda: np.maximum(np.asarray(INTS), 0)),
+    ("linear-int-input", lambda: activations.linear(INTS), lambda: np.asarray(INTS)),
 ]
 
 
-@pytest.mark.parametrize("call", [c[1] for c in GOOD], ids=[c[0] for c in GOOD])
-def test_numbers_in_every_form_are_accepted(call):
-    call()
+@pytest.mark.parametrize("odd, plain", [c[1:] for c in GOOD], ids=[c[0] for c in GOOD])
+def test_numbers_in_every_form_are_accepted_and_give_the_same_numbers(odd, plain):
+    got, expected = odd(), plain()
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
 
 
 def test_relu_of_integers_is_exact_and_keeps_the_dtype():

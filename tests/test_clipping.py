@@ -79,13 +79,34 @@ def test_per_tensor_norm_closed_form(tree, c):
         np.testing.assert_allclose(clipped, g * (min(norm, c) / norm), rtol=1e-12)
 
 
-@SETTINGS
-@given(tree=trees(), c=st.floats(1e-4, 1e4))
-def test_clip_by_value_is_optax_clip(tree, c):
-    with jax.enable_x64(True):
-        ours, _ = clipping.clip_by_value(c).update(tree, optax.EmptyState())
-        theirs, _ = optax.clip(c).update(tree, optax.EmptyState())
-        jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+@pytest.mark.parametrize("c", [0.5, 1.0, 3.5, 1e4])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_clip_by_value_closed_form(c, dtype):
+    # Inside, outside and exactly on both bounds, zeros of both signs, infinities and NaN:
+    # np.clip's numbers (NaN stays NaN), rounded to the gradient's dtype.
+    g = np.array([0.0, -0.0, 0.25, -0.25, c, -c, 2 * c, -2 * c, 1e30, -np.inf, np.inf,
+                  np.nan], np.float32)
+    tx = clipping.clip_by_value(c)
+    grads = {"a": jnp.asarray(g, dtype), "b": [jnp.asarray(g[::-1].reshape(3, 4), dtype)]}
+    clipped, _ = jax.jit(tx.update)(grads, tx.init(grads))
+    for got, x in ((clipped["a"], g), (clipped["b"][0], g[::-1].reshape(3, 4))):
+        assert got.dtype == dtype
+        x = np.asarray(jnp.asarray(x, dtype), np.float64)
+        expected = np.asarray(jnp.asarray(np.clip(x, -c, c), dtype), np.float64)
+        np.testing.assert_array_equal(np.asarray(got, np.float64), expected)
+
+
+@pytest.mark.parametrize(
+    "tx", [clipping.clip_by_value(1.0), clipping.clip_by_norm(1.0),
+           clipping.clip_by_global_norm(1.0)],
+    ids=["value", "norm", "global_norm"],
+)
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.bool_])
+def test_integer_gradients_are_refused_naming_the_leaf(tx, dtype):
+    # Clipped integers would be truncated (most to 0) or change dtype: refused at trace time.
+    grads = {"w": jnp.ones(2), "count": jnp.arange(3).astype(dtype)}
+    with pytest.raises(ValueError, match=rf"updates\['count'\] has dtype {jnp.dtype(dtype)}"):
+        jax.jit(tx.update)(grads, tx.init(grads))
 
 
 def test_zero_gradients_stay_zero():

@@ -207,3 +207,87 @@ def test_numpy_scale_and_float64_draws():
     # drawn in float64: values are not float32-representable in general
     assert np.any(w != w.astype(np.float32))
     assert abs(w.var() - 2 / 400) < 5 * (2 / 400) * math.sqrt(2.0 / w.size)
+
+
+KEY = jax.random.key(0)
+
+# Axes outside the shape's rank, found when the initialiser is called (the shape is known
+# only then): in_axis=2 raised IndexError from JAX, and compute_fans wrapped it silently
+# (in_axis=2 of a rank-2 shape was axis 0). (id, call, message pattern)
+BAD_AXES = [
+    ("init-in_axis-2", lambda: I.variance_scaling(in_axis=2)(KEY, (3, 4)),
+     r"in_axis=2 is not an axis of the rank-2 shape \(3, 4\): use an integer in \[-2, 2\)"),
+    ("init-in_axis--3", lambda: I.variance_scaling(in_axis=-3)(KEY, (3, 4)),
+     r"in_axis=-3 is not an axis of the rank-2 shape \(3, 4\)"),
+    ("init-out_axis-5", lambda: I.variance_scaling(out_axis=5)(KEY, (3, 4, 5)),
+     r"out_axis=5 is not an axis of the rank-3 shape \(3, 4, 5\)"),
+    ("init-batch_axis-7", lambda: I.variance_scaling(batch_axis=7)(KEY, (3, 4, 5)),
+     r"batch_axis=7 is not an axis of the rank-3 shape \(3, 4, 5\)"),
+    ("init-batch_axis-list", lambda: I.variance_scaling(batch_axis=[0, 9])(KEY, (3, 4, 5)),
+     r"batch_axis\[1\]=9 is not an axis"),
+    ("fans-in_axis-2", lambda: I.compute_fans((3, 4), in_axis=2), r"in_axis=2 is not an axis"),
+    ("fans-same-axes-named-as-given", lambda: I.compute_fans((3, 4, 5), in_axis=-1),
+     r"in_axis=-1, out_axis=-1 .*\(3, 4, 5\)"),
+    ("fans-batch-is-in", lambda: I.compute_fans((3, 4, 5), batch_axis=-2),
+     r"in_axis=-2, out_axis=-1 and batch_axis=-2"),
+]
+
+
+@pytest.mark.parametrize("call, pattern", [c[1:] for c in BAD_AXES], ids=[c[0] for c in BAD_AXES])
+def test_axes_outside_the_shape_are_refused_naming_them(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+# Arguments of the wrong kind, refused when the initialiser is built or, for the shape,
+# when it is called. (id, call, exception, message pattern)
+BAD_KINDS = [
+    ("in_axis-string", lambda: I.variance_scaling(in_axis="0"), ValueError,
+     r"in_axis must be an integer axis, got '0'"),
+    ("in_axis-float", lambda: I.variance_scaling(in_axis=0.0), ValueError, r"in_axis .*0.0"),
+    ("out_axis-bool", lambda: I.variance_scaling(out_axis=True), ValueError, r"out_axis .*True"),
+    ("batch_axis-none", lambda: I.variance_scaling(batch_axis=None), ValueError,
+     r"batch_axis .*None"),
+    ("batch_axis-string", lambda: I.variance_scaling(batch_axis="0"), ValueError,
+     r"batch_axis .*'0'"),
+    ("scale-inf", lambda: I.variance_scaling(float("inf")), ValueError, r"scale=inf"),
+    ("scale-none", lambda: I.variance_scaling(None), ValueError, r"scale .*None"),
+    ("scale-bool", lambda: I.variance_scaling(True), ValueError, r"scale .*True"),
+    ("mode-upper-case", lambda: I.variance_scaling(mode="FAN_IN"), ValueError,
+     r"mode .*'FAN_IN'"),
+    ("distribution-none", lambda: I.variance_scaling(distribution=None), ValueError,
+     r"distribution .*None"),
+    ("shape-int", lambda: I.he_normal()(KEY, 5), TypeError, r"shape .*got 5"),
+    ("shape-none", lambda: I.he_normal()(KEY, None), TypeError, r"shape .*got None"),
+    ("shape-negative", lambda: I.he_normal()(KEY, (3, -1)), ValueError, r"shape\[1\] .*-1"),
+    ("fans-shape-string", lambda: I.compute_fans("34"), TypeError, r"shape .*'34'"),
+]
+
+
+@pytest.mark.parametrize("call, error, pattern", [c[1:] for c in BAD_KINDS],
+                         ids=[c[0] for c in BAD_KINDS])
+def test_arguments_of_the_wrong_kind_are_refused_naming_them(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs, fans",
+    [((5, 4, 3), {"in_axis": 0, "out_axis": 1}, (15.0, 12.0)),
+     ((5, 4, 3), {"in_axis": -3, "out_axis": -2}, (15.0, 12.0)),
+     ((10, 4, 3), {"batch_axis": np.int64(0)}, (4.0, 3.0)),
+     ((10, 4, 3), {"batch_axis": [-3]}, (4.0, 3.0)),
+     ((7,), {"in_axis": 5}, (7.0, 7.0))],  # rank 1: Keras's fans, the axes unused
+    ids=["positive", "negative", "np-batch", "list-batch", "rank-1"],
+)
+def test_valid_axes_give_the_closed_form_fans(shape, kwargs, fans):
+    assert I.compute_fans(shape, **kwargs) == fans
+
+
+def test_an_initialiser_with_valid_custom_axes_draws_scale_over_its_fan():
+    # (300, 40, 50) with in_axis=0, out_axis=1: fan_in = 300 * 50, variance 2 / 15000.
+    w = np.asarray(I.variance_scaling(2.0, "fan_in", "uniform", in_axis=-3, out_axis=1)(
+        KEY, (300, 40, 50)))
+    target = 2.0 / 15000
+    assert abs(w.var() - target) < 5 * target * math.sqrt(2.0 / w.size)
+    assert np.abs(w).max() <= math.sqrt(3 * target)

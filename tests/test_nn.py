@@ -451,3 +451,109 @@ def test_copy_layers_names_the_layer_that_differs():
         nn.Stack([nn.Dense(4, 4, rngs=nnx.Rngs(0)), nn.Dense(4, 3, rngs=nnx.Rngs(0))])
     with pytest.raises(ValueError, match="at least one"):
         nn.Stack([])
+
+
+# --- bad arguments: refused at construction, naming the argument and the value ----------
+
+NAN, INF = float("nan"), float("inf")
+R = nnx.Rngs(0)
+
+# (id, build, exception, message pattern)
+BAD_LAYER_ARGUMENTS = [
+    ("RReLU-lower-string", lambda: nn.RReLU(lower="0.1"), ValueError, r"lower .*'0.1'"),
+    ("RReLU-upper-none", lambda: nn.RReLU(upper=None), ValueError, r"upper .*None"),
+    ("RReLU-lower-nan", lambda: nn.RReLU(lower=NAN), ValueError, r"lower=nan .*\[0, inf\)"),
+    ("RReLU-upper-inf", lambda: nn.RReLU(upper=INF), ValueError, r"upper=inf .*\[0, inf\)"),
+    ("RReLU-lower-bool", lambda: nn.RReLU(lower=True), ValueError, r"lower .*True"),
+    ("RReLU-lower-negative-np", lambda: nn.RReLU(lower=np.float32(-0.1)), ValueError,
+     r"lower=.*-0.1"),
+    ("RReLU-deterministic-string", lambda: nn.RReLU(deterministic="yes"), ValueError,
+     r"deterministic .*'yes'"),
+    ("RReLU-rngs-int", lambda: nn.RReLU(rngs=0), TypeError, r"rngs .*got 0"),
+    ("PReLU-alpha_init-string", lambda: nn.PReLU(3, alpha_init="0.1"), ValueError,
+     r"alpha_init .*'0.1'"),
+    ("PReLU-alpha_init-none", lambda: nn.PReLU(3, alpha_init=None), ValueError,
+     r"alpha_init .*None"),
+    ("PReLU-alpha_init-inf", lambda: nn.PReLU(3, alpha_init=INF), ValueError, r"alpha_init=inf"),
+    ("PReLU-int-param_dtype", lambda: nn.PReLU(3, alpha_init=0.25, param_dtype=jnp.int32),
+     ValueError, r"param_dtype .*int32"),
+    ("BatchNorm-axis-string", lambda: nn.BatchNorm(3, axis="1", rngs=R), ValueError,
+     r"axis .*'1'"),
+    ("BatchNorm-axis-outside-input", lambda: nn.BatchNorm(3, axis=5, rngs=R)(jnp.ones((2, 3))),
+     ValueError, r"axis=5 .*\(2, 3\)"),
+    ("BatchNorm-use_scale-string", lambda: nn.BatchNorm(3, use_scale="no", rngs=R), ValueError,
+     r"use_scale .*'no'"),
+    ("BatchNorm-rngs-int", lambda: nn.BatchNorm(3, rngs=0), TypeError, r"rngs .*got 0"),
+    ("Dense-softmax-one-unit", lambda: nn.Dense(3, 1, activation="softmax", rngs=R), ValueError,
+     r"activation='softmax' with out_features=1 .*constant 1.*'sigmoid'"),
+    ("Dense-kernel_init-string", lambda: nn.Dense(3, 2, kernel_init="he_normal", rngs=R),
+     TypeError, r"kernel_init .*'he_normal'"),
+    ("Dense-use_bias-string", lambda: nn.Dense(3, 2, use_bias="no", rngs=R), ValueError,
+     r"use_bias .*'no'"),
+    ("Dense-rngs-int", lambda: nn.Dense(3, 2, rngs=0), TypeError, r"rngs .*got 0"),
+    ("Flatten-scalar", lambda: nn.Flatten()(jnp.array(1.0)), ValueError, r"batch axis"),
+    ("mlp-softmax-one-unit", lambda: nn.mlp([4], output_size=1, output_activation="softmax",
+                                            rngs=R), ValueError,
+     r"output_activation='softmax' with output_size=1 .*constant 1.*'sigmoid'"),
+    ("mlp-softmax-fn-one-unit", lambda: nn.mlp([4], output_size=1,
+                                               output_activation=jax.nn.softmax, rngs=R),
+     ValueError, r"output_activation='softmax' with output_size=1"),
+    ("mlp-output_size-0", lambda: nn.mlp([4], output_size=0, rngs=R), ValueError,
+     r"output_size .*got 0"),
+    ("mlp-output_size-bool", lambda: nn.mlp([4], output_size=True, rngs=R), ValueError,
+     r"output_size .*True"),
+    ("mlp-hidden-negative", lambda: nn.mlp([4, -1], rngs=R), ValueError, r"hidden .*-1"),
+    ("mlp-hidden-zero", lambda: nn.mlp([0], rngs=R), ValueError, r"hidden .*got 0"),
+    ("mlp-hidden-float", lambda: nn.mlp([4.5], rngs=R), ValueError, r"hidden .*4.5"),
+    ("mlp-input_shape-int", lambda: nn.mlp([4], input_shape=64, rngs=R), TypeError,
+     r"input_shape .*got 64"),
+    ("mlp-input_shape-zero", lambda: nn.mlp([4], input_shape=(0,), rngs=R), ValueError,
+     r"input_shape .*got 0"),
+    ("mlp-output_activation-typo", lambda: nn.mlp([4], output_activation="sofmax", rngs=R),
+     ValueError, r"output_activation: .*'sofmax'"),
+    ("mlp-kernel_init-string", lambda: nn.mlp([4], kernel_init="he_normal", rngs=R), TypeError,
+     r"kernel_init .*'he_normal'"),
+    ("mlp-rngs-int", lambda: nn.mlp([4], rngs=0), TypeError, r"rngs .*got 0"),
+    ("mlp-epsilon-string", lambda: nn.mlp([4], epsilon="1e-3", rngs=R), ValueError,
+     r"epsilon .*'1e-3'"),
+]
+
+
+@pytest.mark.parametrize("build, error, pattern", [c[1:] for c in BAD_LAYER_ARGUMENTS],
+                         ids=[c[0] for c in BAD_LAYER_ARGUMENTS])
+def test_bad_layer_arguments_are_refused_naming_them(build, error, pattern):
+    with pytest.raises(error, match=pattern):
+        build()
+
+
+@pytest.mark.parametrize("form", [float, np.float32, jnp.asarray], ids=["python", "np", "0-d"])
+def test_rrelu_and_prelu_take_numbers_in_every_form(form):
+    x = jnp.array([-4.0, -1.0, 0.0, 2.0])
+    rrelu = nn.RReLU(form(0.125), form(0.375), deterministic=True)
+    assert isinstance(rrelu.lower, float) and isinstance(rrelu.upper, float)
+    np.testing.assert_array_equal(rrelu(x), [-1.0, -0.25, 0.0, 2.0])  # slope 1/4, exact
+    np.testing.assert_array_equal(nn.PReLU(4, alpha_init=form(0.5))(x), [-2.0, -0.5, 0.0, 2.0])
+
+
+def test_mlp_with_one_output_unit_defaults_to_a_sigmoid():
+    # softmax over one unit was the constant 1; Keras's binary head is Dense(1, "sigmoid").
+    model = nn.mlp([4], input_shape=(3,), output_size=1, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+    head = model.layers[-1]
+    hidden = np.asarray(model.layers[1](x), np.float64)
+    logits = hidden @ np.asarray(head.kernel[...], np.float64) + np.asarray(head.bias[...])
+    np.testing.assert_allclose(model(x), 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    assert np.ptp(np.asarray(model(x))) > 0  # not a constant
+    logits_model = nn.mlp([4], input_shape=(3,), output_size=1, output_activation=None,
+                          rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(logits_model(x), logits, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_default_output_is_still_softmax_for_several_units():
+    model = nn.mlp([4], input_shape=(3,), output_size=2, rngs=nnx.Rngs(0))
+    logits_model = nn.mlp([4], input_shape=(3,), output_size=2, output_activation=None,
+                          rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 3))
+    z = np.asarray(logits_model(x), np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    np.testing.assert_allclose(model(x), e / e.sum(-1, keepdims=True), rtol=1e-6)
