@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="samples in the batch (default: 256)")
     diagnose.add_argument("--seed", type=_natural, default=0, help="random seed (default: 0)")
     diagnose.add_argument("--plot", default=None, metavar="PATH",
-                          help="write the forward/backward figure to this PNG file")
+                          help="write the forward/backward figure to this PNG file (its "
+                               "directory is created if missing)")
     return parser
 
 
@@ -437,10 +438,18 @@ def _diagnose_batch(args: argparse.Namespace):
 
 
 def diagnose_command(args: argparse.Namespace) -> int:
-    """Runs ``stablejax diagnose``; returns the exit status (2 for a bad configuration)."""
+    """Runs ``stablejax diagnose``; returns the exit status.
+
+    A bad configuration (a batch larger than the data, a ``--plot`` path that is not a
+    ``.png`` file in a writable directory) is a one-line error with status 2, before the
+    network is built; ``--plot``'s directory is created if missing, as ``train`` and
+    ``study`` create theirs.
+    """
     from stablejax import diagnostics
 
     try:
+        if args.plot is not None:  # before the work, not after the table
+            diagnostics.check_plot_path(args.plot, "--plot")
         batch, input_shape, classes = _diagnose_batch(args)
         model = _model(args, input_shape, classes)
         report = diagnostics.signal_propagation(

@@ -27,16 +27,19 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from stablejax import initializers, losses, nn
+from stablejax._checks import writable_directory
 from stablejax.callbacks import Callback
 from stablejax.steps import TrainState
 
 __all__ = [
     "LayerStats",
     "SignalReport",
+    "check_plot_path",
     "signal_propagation",
     "RecordGradientStatsState",
     "record_gradient_stats",
@@ -130,10 +133,22 @@ class _Recording:
     seen: list[tuple[int, jax.Array, jax.Array]] = field(default_factory=list)
 
 
-# Set only while signal_propagation runs its own copy of the model.
+# Set only while an instrumented copy of the model runs (see _recorded_call).
 _RECORDING: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar(
     "stablejax_diagnostics_recording", default=None
 )
+
+
+def _recorded_call(module: nnx.Module, x: jax.Array,
+                   probes: Sequence[jax.Array] | None = None) -> tuple[Any, _Recording]:
+    """``module(x)`` for an instrumented copy, with the record of its measured calls."""
+    recording = _Recording(probes)
+    token = _RECORDING.set(recording)
+    try:
+        outputs = module(x)
+    finally:
+        _RECORDING.reset(token)
+    return outputs, recording
 
 
 def _join(prefix: str, key: Any) -> str:
@@ -301,7 +316,11 @@ class SignalReport:
         Forward: each layer's activation std; backward: the std of the gradient w.r.t.
         each layer's output, as in Glorot & Bengio's figures. Uses matplotlib's Agg
         canvas directly, so no global backend is changed.
+
+        ``path`` is checked by :func:`check_plot_path` before drawing: a ``.png`` file
+        path whose directory is created if missing.
         """
+        path = check_plot_path(path)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -325,6 +344,24 @@ class SignalReport:
                      f"forward ratio {_fmt(self.forward_ratio)}")
         ax.legend()
         fig.savefig(path, dpi=100)
+
+
+def check_plot_path(path: Any, name: str = "path") -> str:
+    """``path`` as a string, checked for :meth:`SignalReport.plot` before any drawing.
+
+    It must be a ``str`` or ``os.PathLike`` (else ``TypeError``) ending in ``.png`` and
+    not a directory (else ``ValueError``); its directory is created if missing and must
+    be writable (``ValueError`` when it is, or is under, a file, or lacks permission).
+    Messages start with ``name`` and the path, e.g. ``"--plot 'out/x.png': ..."``.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not path.lower().endswith(".png") or os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} must be a file path ending in .png (a PNG is "
+                         "written)")
+    writable_directory(os.path.dirname(path) or os.curdir, f"{name} {path!r}: its directory")
+    return path
 
 
 def _std(x: jax.Array) -> jax.Array:
@@ -443,6 +480,34 @@ def _verdict(layers: list[LayerStats], kernel_rows: list[int], act_rows: list[in
     )
 
 
+def _check_model(model: Any) -> None:
+    """Raises unless ``model`` is an ``nnx.Module`` with at least one kernel layer."""
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx Module, got {type(model).__name__}")
+    if not any(_has_kernel(m) for _, m in nnx.iter_modules(model)):
+        raise ValueError("model has no layer with a kernel (stablejax.nn.Dense, flax.nnx."
+                         "Linear, ...): the diagnostics measure kernel layers, add one")
+
+
+def _batch_part(label: str, value: Any) -> jax.Array:
+    """``x`` or ``y`` of a batch as an array: real numbers, finite, at least one sample."""
+    try:
+        array = value if isinstance(value, jax.Array) else np.asarray(value)
+    except ValueError as error:  # a ragged nested list
+        raise ValueError(f"batch {label} must be a rectangular array ({error})") from None
+    if not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool) or (
+        jnp.issubdtype(array.dtype, jnp.complexfloating)
+    ):
+        raise TypeError(f"batch {label} must be an array of real numbers, got "
+                        f"{type(value).__name__} of dtype {array.dtype}")
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise ValueError(f"batch {label} must hold at least one sample along its first axis, "
+                         f"got shape {array.shape}")
+    if jnp.issubdtype(array.dtype, jnp.inexact) and not bool(jnp.isfinite(array).all()):
+        raise ValueError(f"batch {label} holds NaN or infinite values; pass a finite batch")
+    return jnp.asarray(array)
+
+
 def signal_propagation(
     model: nnx.Module,
     batch: tuple[Any, Any],
@@ -510,8 +575,14 @@ def signal_propagation(
         (default ``"sparse_categorical_crossentropy"``, for models ending in softmax).
 
     Raises:
-      ValueError: the model has no kernel layer, ``x`` does not fit the model, the loss
-        fails on the outputs or returns a non-scalar, or the batch is not finite.
+      TypeError: ``model`` is not an ``nnx.Module``, or ``x`` or ``y`` does not hold
+        real numbers (strings, objects, complex numbers, ``None``).
+      ValueError: the model has no kernel layer; ``batch`` is not a pair; ``x`` or ``y``
+        is empty or a scalar (no sample along the first axis), not finite, or the two
+        differ in length; ``x`` does not fit the model; the loss fails on the outputs
+        and ``y`` (it is run once on zero outputs first, so a loss that checks its
+        targets' values, as the sparse cross-entropies check the labels' range, refuses
+        bad ones here) or returns a non-scalar. All before the measured pass.
 
     Example::
 
@@ -525,32 +596,25 @@ def signal_propagation(
         >>> [row.name for row in report.layers][:2], report.verdict
         (['layers/1', 'layers/2'], 'healthy')
     """
-    if not isinstance(model, nnx.Module):
-        raise ValueError(f"model must be a flax.nnx Module, got {type(model).__name__}")
+    _check_model(model)
     loss_fn = losses.get(loss)
     if not (isinstance(batch, tuple | list) and len(batch) == 2):
-        raise ValueError("batch must be a pair (x, y) of inputs and targets")
-    x, y = jnp.asarray(batch[0]), jnp.asarray(batch[1])
-    for label, array in (("x", x), ("y", y)):
-        if jnp.issubdtype(array.dtype, jnp.inexact) and not bool(jnp.isfinite(array).all()):
-            raise ValueError(f"batch {label} holds NaN or infinite values; pass a finite batch")
+        size = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+        raise ValueError(f"batch must be a pair (x, y) of inputs and targets, got "
+                         f"{type(batch).__name__}{size}")
+    x, y = _batch_part("x", batch[0]), _batch_part("y", batch[1])
+    if len(y) != len(x):
+        raise ValueError(f"batch y has {len(y)} samples and x has {len(x)}: give one target "
+                         "per sample")
 
     clone, sites = _instrument(model)
-    if not any(site.kernel is not None for site in sites):
-        raise ValueError("model has no layer with a kernel (stablejax.nn.Dense, flax.nnx."
-                         "Linear, ...): signal_propagation measures kernel layers, add one")
     clone.train()
     graphdef, params, rest = nnx.split(clone, nnx.Param, ...)  # type: ignore[misc]
     called: list[int] = []
 
     def forward(params: nnx.State, probes: Sequence[jax.Array] | None):
         module = nnx.merge(graphdef, params, rest, copy=True)
-        recording = _Recording(probes)
-        token = _RECORDING.set(recording)
-        try:
-            outputs = module(x)
-        finally:
-            _RECORDING.reset(token)
+        outputs, recording = _recorded_call(module, x, probes)
         called[:] = [site for site, _, _ in recording.seen]
         return outputs, [(pre, out) for _, pre, out in recording.seen]
 
@@ -563,8 +627,8 @@ def signal_propagation(
     if not any(sites[s].kernel is not None for s in called):
         raise ValueError("the model's forward pass calls none of its kernel layers; "
                          "signal_propagation measures the kernel layers it calls")
-    try:
-        value_shape = jax.eval_shape(loss_fn, shapes[0], y)
+    try:  # run on zero outputs, so the loss checks the targets' values too
+        value_shape = loss_fn(jnp.zeros(shapes[0].shape, shapes[0].dtype), y)
     except (TypeError, ValueError, IndexError) as error:
         raise ValueError(f"the loss fails on outputs of shape {shapes[0].shape} and targets "
                          f"of shape {tuple(y.shape)} ({str(error).splitlines()[0]}); pass "
@@ -641,8 +705,20 @@ class RecordGradientStatsState(NamedTuple):
     norms: optax.Updates  # one 0-d L2 norm per leaf, a pytree like the updates
 
 
-def _norm_dtype(x: Any) -> Any:
+def _at_least_f32(x: Any) -> Any:
     return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def _norm_dtype(x: Any) -> Any:
+    """The dtype of a leaf's norm: at least float32, real (complex64's is float32)."""
+    return jnp.finfo(_at_least_f32(x)).dtype
+
+
+def _tree_paths(tree: Any, shown: int = 3) -> str:
+    """A tree's first leaf paths, for a short message."""
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    more = f", ... ({len(paths)} leaves)" if len(paths) > shown else ""
+    return "[" + ", ".join(paths[:shown]) + more + "]"
 
 
 def record_gradient_stats() -> optax.GradientTransformation:
@@ -651,8 +727,10 @@ def record_gradient_stats() -> optax.GradientTransformation:
     ``global_norm = sqrt(sum_leaves sum(u**2))`` (``optax.tree.norm``, formerly
     ``optax.global_norm``) and, per
     leaf, ``norms = ||u||_2`` of the flattened leaf (``jnp.linalg.norm``), both in at
-    least float32. Put first in a chain to see the raw gradients, e.g. to log them from
-    a compiled train step; the state starts at zeros. No hyperparameters.
+    least float32 (real for complex leaves). Put first in a chain to see the raw
+    gradients, e.g. to log them from a compiled train step; the state starts at zeros.
+    No hyperparameters. ``update`` raises ``ValueError`` when the updates' tree is not
+    the one ``init`` was given (its state would change structure between steps).
 
     Example::
 
@@ -676,8 +754,15 @@ def record_gradient_stats() -> optax.GradientTransformation:
     def update_fn(
         updates: optax.Updates, state: RecordGradientStatsState, params: Any = None
     ) -> tuple[optax.Updates, RecordGradientStatsState]:
-        del state, params
-        norms = jax.tree.map(lambda u: jnp.linalg.norm(u.astype(_norm_dtype(u))), updates)
+        del params
+        structure: Any = jax.tree.structure(updates)  # PyTreeDef has no type stub
+        if structure != jax.tree.structure(state.norms):
+            raise ValueError(
+                f"updates do not match the tree that init was given: updates "
+                f"{_tree_paths(updates)}, init {_tree_paths(state.norms)}; call init "
+                "with the parameters these updates are for")
+        norms = jax.tree.map(lambda u: jnp.linalg.norm(jnp.asarray(u, _at_least_f32(u))),
+                             updates)
         leaves = jax.tree.leaves(norms)
         global_norm = optax.tree.norm(updates).astype(jnp.result_type(jnp.float32, *leaves))
         return updates, RecordGradientStatsState(global_norm, norms)
@@ -715,7 +800,11 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
     with equal fans), so an ok layer is nearer its own entry than any other. The
     variance is measured from the kernel's entries; with few of them (say under 100)
     its sampling error, a relative ``sqrt(2 / n)``, nears that tolerance. An
-    activation without a table entry (e.g. gelu) is reported ok, ``expected`` None.
+    activation without a table entry (e.g. gelu) is reported ok, ``expected`` None;
+    a kernel holding NaN or infinite values never is.
+
+    Raises ``TypeError`` unless ``model`` is an ``nnx.Module``, and ``ValueError`` when
+    it has no kernel layer.
 
     Example::
 
@@ -727,8 +816,7 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
         [('layers/1', 'elu', 784, True), ('layers/2', 'elu', 300, True),
          ('layers/3', 'softmax', 100, True)]
     """
-    if not isinstance(model, nnx.Module):
-        raise ValueError(f"model must be a flax.nnx Module, got {type(model).__name__}")
+    _check_model(model)
     _, sites = _instrument(model)
     rows = []
     for site in sites:
@@ -737,17 +825,17 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
             continue
         fan_in = int(initializers.compute_fans(kernel.shape)[0])
         variance = float(jnp.var(kernel.astype(jnp.float32)))
-        expected = _expected_variance(site.feeds, kernel.shape)
-        if expected is None:
-            rows.append(Recommendation(site.name, site.feeds, fan_in, variance, None, True, ""))
-            continue
-        init, target = expected
-        ok = 1 / VARIANCE_TOLERANCE <= variance / target <= VARIANCE_TOLERANCE
-        suggestion = "" if ok else (
-            f"{site.name}: kernel variance {variance:.3g} is {variance / target:.3g}x the "
-            f"{target:.3g} that {site.feeds} wants; use kernel_init="
-            f"stablejax.initializers.{init}()"
-        )
+        init, target = _expected_variance(site.feeds, kernel.shape) or (None, None)
+        if not math.isfinite(variance):
+            ok, problem = False, "kernel holds NaN or infinite values"
+        elif target is None:
+            ok, problem = True, ""
+        else:
+            ok = 1 / VARIANCE_TOLERANCE <= variance / target <= VARIANCE_TOLERANCE
+            problem = (f"kernel variance {variance:.3g} is {variance / target:.3g}x the "
+                       f"{target:.3g} that {site.feeds} wants")
+        fix = f"use kernel_init=stablejax.initializers.{init}()" if init else "re-initialise it"
+        suggestion = "" if ok else f"{site.name}: {problem}; {fix}"
         rows.append(Recommendation(site.name, site.feeds, fan_in, variance, target, ok,
                                    suggestion))
     return rows
@@ -757,7 +845,7 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
 
 
 def _kernel_grads(grads: Any) -> list[tuple[str, jax.Array]]:
-    """The kernels (and their gradients) in layer order; a ``Stack``'s per block."""
+    """The kernels (or their gradients) by path; a ``Stack``'s per block."""
     rows = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
         name = nn.path_name(path)
@@ -770,6 +858,28 @@ def _kernel_grads(grads: Any) -> list[tuple[str, jax.Array]]:
         else:
             rows.append((name, leaf))
     return rows
+
+
+def _kernels_in_call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """The paths of the kernels ``model`` calls, in the order of their first call.
+
+    Traced with ``jax.eval_shape`` on a float32 batch of one sample of ``input_shape``
+    (nothing runs), through the instrumentation of :func:`signal_propagation`; a
+    ``Stack``'s kernels per block, named as :func:`_kernel_grads` names them.
+    """
+    clone, sites = _instrument(model)
+    clone.train()
+    graphdef, state = nnx.split(clone)
+    called: list[int] = []
+
+    def forward(state: nnx.State, x: jax.Array) -> Any:
+        outputs, recording = _recorded_call(nnx.merge(graphdef, state, copy=True), x)
+        called[:] = [site for site, _, _ in recording.seen]
+        return outputs
+
+    jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    names = [_join(sites[s].name, "kernel") for s in called if sites[s].kernel is not None]
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -785,6 +895,12 @@ class GradientMonitor(Callback):
       the last hidden kernel's (the kernel before the output layer), as
       :func:`signal_propagation`'s ``grad_ratio``; only for models with at least three
       kernels.
+
+    "First" and "last" are in call order, not in the order of the parameters' names:
+    :meth:`set_params` traces the model once (``jax.eval_shape`` on a float32 batch of
+    ``fit``'s input shape; nothing runs) to list its kernels as it calls them, a
+    ``Stack``'s per block. A model that cannot be traced on float32 inputs (one that
+    takes integer token ids) gets a ``UserWarning`` and no ``grad_ratio``.
 
     The first epoch whose ``grad_ratio`` leaves ``[1 / threshold, threshold]`` issues one
     ``UserWarning`` for the run (the callback's state remembers it across resumes),
@@ -810,6 +926,9 @@ class GradientMonitor(Callback):
     """
 
     threshold: float = ORDER_OF_MAGNITUDE
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    # The model's kernel paths in call order; None until set_params has traced the model.
+    _kernels: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         value = self.threshold
@@ -822,12 +941,38 @@ class GradientMonitor(Callback):
         del state
         return {"warned": jnp.zeros((), jnp.bool_)}
 
+    def set_model(self, model: Any, tx: Any) -> None:
+        """Keeps ``model`` for :meth:`set_params` to trace."""
+        del tx
+        self._model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Lists the model's kernels in call order, traced on ``params["input_shape"]``."""
+        super().set_params(params)
+        if not isinstance(self._model, nnx.Module):
+            raise TypeError(f"GradientMonitor needs a flax.nnx model from set_model, got "
+                            f"{type(self._model).__name__}")
+        shape = tuple(params["input_shape"])
+        try:
+            self._kernels = _kernels_in_call_order(self._model, shape)
+        except Exception as error:  # any failure to trace leaves the order unknown
+            self._kernels = []
+            warnings.warn(
+                f"GradientMonitor cannot trace the model on float32 inputs of shape {shape} "
+                f"({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                "grad_ratio is not reported", UserWarning, stacklevel=2)
+
     def step_stats(self, grads: Any, params: Any) -> dict[str, jax.Array]:
         del params
+        if self._kernels is None:
+            raise ValueError("GradientMonitor has not seen its model: pass it to "
+                             "stablejax.fit(callbacks=[...]), or call set_model(model, tx) "
+                             "and set_params({'input_shape': ...}) first")
         out = {"grad_norm": optax.tree.norm(grads)}
-        kernels = _kernel_grads(grads)
-        if len(kernels) >= 3:  # a first and a last hidden kernel, then the output's
-            out["grad_ratio"] = _std(kernels[0][1]) / _std(kernels[-2][1])
+        if len(self._kernels) >= 3:  # a first and a last hidden kernel, then the output's
+            kernels = dict(_kernel_grads(grads))
+            first, last = kernels[self._kernels[0]], kernels[self._kernels[-2]]
+            out["grad_ratio"] = _std(first) / _std(last)
         return out
 
     def on_epoch_end(
@@ -838,8 +983,8 @@ class GradientMonitor(Callback):
             return state, own, False
         if 1 / self.threshold <= ratio <= self.threshold:
             return state, own, False
-        kernels = _kernel_grads(state.params)
-        first, last = kernels[0][0], kernels[-2][0]
+        assert self._kernels is not None  # a grad_ratio in the logs comes from step_stats
+        first, last = self._kernels[0], self._kernels[-2]
         if ratio < 1:
             kind, fix = "vanishing", (
                 "match the initialisation to the activation (He with ReLU and its "

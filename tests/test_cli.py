@@ -1,5 +1,6 @@
 """The stablejax command: help, exit codes, a short run, resumption from its checkpoint."""
 
+import os
 import subprocess
 import sys
 
@@ -175,6 +176,37 @@ def test_diagnose_prints_the_table_and_verdict_and_writes_the_figure(capsys, tmp
             "--activation", "sigmoid", "--init", "normal"]
     assert cli.main(argv) == 0
     assert "**vanishing**" in capsys.readouterr().out
+
+
+def test_diagnose_creates_the_plot_directory_as_train_and_study_do(capsys, tmp_path):
+    path = tmp_path / "new" / "deeper" / "signal.png"
+    argv = ["diagnose", "--hidden", "8", "--batch-size", "16", "--plot", str(path)]
+    assert cli.main(argv) == 0
+    assert f"figure written to {path}" in capsys.readouterr().out
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# A --plot path that cannot be written: one line naming the option and the path, status 2,
+# before any work (no table printed).
+SUFFIX = "must be a file path ending in .png (a PNG is written)"
+BAD_PLOTS = {
+    "under a file": ("file/signal.png", "--plot '{path}': its directory '{dir}' is, or is "
+                                        "under, a file: give a directory"),
+    "a directory": ("", "--plot '{path}' " + SUFFIX),
+    "another format": ("signal.jpg", "--plot '{path}' " + SUFFIX),
+    "no suffix": ("signal", "--plot '{path}' " + SUFFIX),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLOTS))
+def test_a_plot_path_that_cannot_be_written_fails_before_the_work(capsys, tmp_path, case):
+    (tmp_path / "file").write_text("")
+    name, expected = BAD_PLOTS[case]
+    path = str(tmp_path / name) if name else str(tmp_path)
+    assert cli.main(["diagnose", "--hidden", "8", "--plot", path]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no table: the path is checked before the network is built
+    assert err == f"stablejax: error: {expected.format(path=path, dir=os.path.dirname(path))}\n"
 
 
 @pytest.mark.parametrize(

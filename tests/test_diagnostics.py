@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from conftest import tree_equal
@@ -260,6 +261,34 @@ def test_a_model_that_is_not_a_sequential(batch):
     assert report.layers[1].act_std == pytest.approx(float(jnp.std(jax.nn.relu(z))), rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def small_report(batch):
+    return signal_propagation(_small_model(), batch)
+
+
+@pytest.mark.parametrize("path, error, match", [
+    (None, TypeError, "path must be a str or os.PathLike, got NoneType"),
+    (3, TypeError, "path must be a str or os.PathLike, got int"),  # a file descriptor
+    ("signal.jpg", ValueError, r"path '.*signal.jpg' must be a file path ending in .png"),
+    ("signal", ValueError, r"path '.*signal' must be a file path ending in .png"),
+    ("", ValueError, r"path '.*' must be a file path ending in .png"),  # the directory
+    ("file/signal.png", ValueError, r"path '.*file/signal.png': its directory '.*file' is, "
+                                    "or is under, a file"),
+])
+def test_plot_refuses_a_path_it_cannot_write_before_drawing(small_report, tmp_path, path,
+                                                            error, match):
+    (tmp_path / "file").write_text("")
+    target = str(tmp_path / path) if isinstance(path, str) else path
+    with pytest.raises(error, match=match):
+        small_report.plot(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_plot_creates_its_directory(small_report, tmp_path):
+    small_report.plot(tmp_path / "new" / "signal.PNG")
+    assert (tmp_path / "new" / "signal.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_writes_a_png_and_import_stays_light(tmp_path):
     report = report_of("relu-he")
     report.plot(tmp_path / "signal.png")
@@ -270,23 +299,94 @@ def test_plot_writes_a_png_and_import_stays_light(tmp_path):
     assert out.strip() == "False"
 
 
-def _rejects(model, batch, match, **kwargs):
+def _small_model():
+    return nn.mlp([8], input_shape=(WIDTH,), batch_norm="after", rngs=nnx.Rngs(0))
+
+
+# Bad values: a ValueError naming the argument and the value, before any work, with the
+# model untouched. Each case maps (model, x, y) to signal_propagation's arguments.
+BAD_VALUES = {
+    "no sample": (lambda m, x, y: dict(model=m, batch=(x[:0], y[:0])),
+                  r"batch x must hold at least one sample .* got shape \(0, 100\)"),
+    "scalar x": (lambda m, x, y: dict(model=m, batch=(x[0, 0], y)),
+                 r"batch x must hold at least one sample .* got shape \(\)"),
+    "x with NaN": (lambda m, x, y: dict(model=m, batch=(x.at[3, 4].set(jnp.nan), y)),
+                   "batch x holds NaN or infinite"),
+    "y with inf": (lambda m, x, y: dict(model=m, batch=(x, jnp.full((256, 10), jnp.inf)),
+                                        loss="mse"), "batch y holds NaN or infinite"),
+    "fewer targets": (lambda m, x, y: dict(model=m, batch=(x, y[:10])),
+                      "batch y has 10 samples and x has 256"),
+    "wrong features": (lambda m, x, y: dict(model=m, batch=(x[:, :99], y)),
+                       r"batch x of shape \(256, 99\) does not fit the model"),
+    "1-d x": (lambda m, x, y: dict(model=m, batch=(x[:, 0], y)),
+              r"batch x of shape \(256,\) does not fit the model"),
+    "labels out of range": (lambda m, x, y: dict(model=m, batch=(x, y.at[7].set(10))),
+                            r"the loss fails .*labels\[7\]=10 is not a class index in "
+                            r"\[0, 10\)"),
+    "fractional labels": (lambda m, x, y: dict(model=m, batch=(x, y.at[0].set(2) - 0.5)),
+                          r"the loss fails .*labels\[0\]=1.5 is not a class index"),
+    "not a pair": (lambda m, x, y: dict(model=m, batch=(x, y, y)),
+                   r"batch must be a pair \(x, y\) .* got tuple of length 3"),
+    "loss not scalar": (lambda m, x, y: dict(model=m, batch=(x, y),
+                                             loss=lambda out, t: out.sum(axis=1)),
+                        r"loss must return a scalar .* got shape \(256,\)"),
+    "loss unknown": (lambda m, x, y: dict(model=m, batch=(x, y), loss="hinge"),
+                     "loss must be a callable or one of .* got 'hinge'"),
+    "no kernel": (lambda m, x, y: dict(model=nnx.Sequential(nn.Activation("relu")),
+                                       batch=(x, y)), "model has no layer with a kernel"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_values_are_value_errors_before_any_work(batch, case):
+    make, match = BAD_VALUES[case]
+    model = _small_model()
     before = nnx.state(model)
     with pytest.raises(ValueError, match=match):
-        signal_propagation(model, batch, **kwargs)
+        signal_propagation(**make(model, *batch))
     assert tree_equal(nnx.state(model), before)
 
 
-def test_bad_input_is_a_value_error_that_says_what_to_change(batch):
-    x, y = batch
-    model = nn.mlp([8], input_shape=(WIDTH,), batch_norm="after", rngs=nnx.Rngs(0))
-    _rejects(nnx.Sequential(nn.Activation("relu")), batch, "no layer with a kernel")
-    _rejects(model, (x[:, :99], y), r"shape \(256, 99\) does not fit the model")
-    _rejects(model, batch, "loss must return a scalar", loss=lambda out, t: out.sum(axis=1))
-    _rejects(model, (x.at[3, 4].set(jnp.nan), y), "batch x holds NaN or infinite")
-    _rejects(model, (x, y[:10]), "the loss fails on outputs of shape")
-    _rejects(model, batch, "loss must be a callable or one of", loss="hinge")
-    _rejects(model, x, r"pair \(x, y\)")
+# Arguments of the wrong kind: a TypeError naming the argument and what it got (JAX's own
+# errors said neither).
+WRONG_KINDS = {
+    "model None": (lambda x, y: (None, (x, y)), "model must be a flax.nnx Module, got NoneType"),
+    "model class": (lambda x, y: (nn.Dense, (x, y)), "model must be a flax.nnx Module"),
+    "x of strings": (lambda x, y: (_small_model(), (np.full((4, WIDTH), "a"), y[:4])),
+                     "batch x must be an array of real numbers, got ndarray of dtype <U1"),
+    "x None": (lambda x, y: (_small_model(), (None, y)),
+               "batch x must be an array of real numbers, got NoneType"),
+    "x complex": (lambda x, y: (_small_model(), (x * 1j, y)),
+                  "batch x must be an array of real numbers, got .* complex64"),
+    "y a dict": (lambda x, y: (_small_model(), (x, {"labels": y})),
+                 "batch y must be an array of real numbers, got dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_KINDS))
+def test_wrong_kinds_are_type_errors(batch, case):
+    make, match = WRONG_KINDS[case]
+    model, pair = make(*batch)
+    with pytest.raises(TypeError, match=match):
+        signal_propagation(model, pair)
+
+
+def test_recommend_refuses_what_it_cannot_check_and_flags_non_finite_kernels():
+    with pytest.raises(TypeError, match="model must be a flax.nnx Module, got NoneType"):
+        recommend(None)
+    with pytest.raises(ValueError, match="model has no layer with a kernel"):
+        recommend(nnx.Sequential(nn.Activation("relu")))
+    # gelu has no table entry: its layer is reported ok, unless its kernel is not finite.
+    model = nnx.Sequential(nn.Dense(4, 8, activation=jax.nn.gelu, rngs=nnx.Rngs(0)),
+                           nn.Dense(8, 3, activation="relu", rngs=nnx.Rngs(1)))
+    assert [r.ok for r in recommend(model)] == [True, True]
+    model.layers[0].kernel[...] = model.layers[0].kernel[...].at[0, 0].set(jnp.nan)
+    model.layers[1].kernel[...] = model.layers[1].kernel[...].at[0, 0].set(jnp.inf)
+    rows = recommend(model)
+    assert [r.ok for r in rows] == [False, False]
+    assert rows[0].suggestion == "layers/0: kernel holds NaN or infinite values; re-initialise it"
+    assert rows[1].suggestion == ("layers/1: kernel holds NaN or infinite values; use "
+                                  "kernel_init=stablejax.initializers.he_normal()")
 
 
 def test_record_gradient_stats_passes_updates_and_keeps_norms():
@@ -319,6 +419,24 @@ def test_record_gradient_stats_in_a_chain_changes_nothing():
     b, state = jax.jit(recorded.update)(grads, recorded.init(params), params)
     assert tree_equal(a, b)
     assert float(state[0].global_norm) == pytest.approx(float(optax.tree.norm(grads)))
+
+
+def test_record_gradient_stats_refuses_updates_of_another_tree():
+    tx = record_gradient_stats()
+    state = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"updates \[\['u'\], \['v'\]\], init \[\['w'\]\]"):
+        tx.update({"u": jnp.ones(1), "v": jnp.ones(2)}, state)
+
+
+def test_record_gradient_stats_of_complex_leaves_are_real_moduli():
+    tx = record_gradient_stats()
+    params = {"z": jnp.zeros(2, jnp.complex64)}
+    state = tx.init(params)
+    _, new_state = jax.jit(tx.update)({"z": jnp.array([3 + 4j, 0j], jnp.complex64)}, state)
+    # |3 + 4i| = 5; the dtypes stay those of init, so a scanned step keeps its carry.
+    assert float(new_state.norms["z"]) == 5.0 and float(new_state.global_norm) == 5.0
+    assert [v.dtype for v in jax.tree.leaves(new_state)] == [
+        v.dtype for v in jax.tree.leaves(state)] == [jnp.float32, jnp.float32]
 
 
 def test_recommend_the_notes_models():
@@ -406,6 +524,98 @@ def test_gradient_monitor_is_quiet_on_a_healthy_net(small_data, recwarn):
 def test_gradient_monitor_threshold_is_checked(threshold):
     with pytest.raises(ValueError, match="threshold"):
         diagnostics.GradientMonitor(threshold)
+
+
+class _Named(nnx.Module):
+    """Sigmoid layers called in the order of ``names`` (16 -> 32 ... 32 -> 4 logits)."""
+
+    def __init__(self, names, rngs):
+        sizes = [16] + [32] * (len(names) - 1) + [4]
+        self.names = tuple(names)
+        for name, fan_in, fan_out in zip(names, sizes[:-1], sizes[1:], strict=True):
+            setattr(self, name, nnx.Linear(fan_in, fan_out, rngs=rngs))
+
+    def __call__(self, x):
+        for name in self.names[:-1]:
+            x = jax.nn.sigmoid(getattr(self, name)(x))
+        return getattr(self, self.names[-1])(x)
+
+
+def _hand_grad_ratio(model, data):
+    """std of the first-called kernel's gradient over the last hidden one's, plain JAX."""
+    layers = [getattr(model, name) for name in model.names]
+    biases = [layer.bias[...] for layer in layers]
+
+    def loss(kernels):
+        x = data.x
+        for w, b in zip(kernels[:-1], biases[:-1], strict=True):
+            x = jax.nn.sigmoid(x @ w + b)
+        logits = x @ kernels[-1] + biases[-1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, data.y).mean()
+
+    grads = jax.grad(loss)([layer.kernel[...] for layer in layers])
+    return float(jnp.std(grads[0]) / jnp.std(grads[-2]))
+
+
+def test_gradient_monitor_orders_kernels_by_call_not_by_name(small_data):
+    # Eight sigmoid layers with LeCun's variance: each passes back about a quarter of the
+    # gradient, so the first kernel's gradient is orders of magnitude below the last's.
+    backwards = [f"layer_{chr(ord('z') - i)}" for i in range(8)]  # z, y, ... in call order
+    forwards = [f"layer_{chr(ord('a') + i)}" for i in range(8)]
+    assert sorted(backwards) == backwards[::-1] and sorted(forwards) == forwards
+    ratios = []
+    for names in (backwards, forwards):
+        expected = _hand_grad_ratio(_Named(names, nnx.Rngs(1)), small_data)
+        assert expected < 1e-2
+        with pytest.warns(UserWarning, match="gradients are vanishing") as caught:
+            history = _fit(_Named(names, nnx.Rngs(1)), small_data,
+                           [diagnostics.GradientMonitor()])
+        ratio = history.history["grad_ratio"][0]  # epoch 1: the initial parameters
+        assert ratio == pytest.approx(expected, rel=1e-5)
+        message = next(str(w.message) for w in caught if "gradients are" in str(w.message))
+        assert f"of {names[0]}/kernel is" in message and f"that of {names[-2]}/kernel" in message
+        ratios.append(ratio)
+    assert ratios[0] == pytest.approx(ratios[1], rel=1e-6)  # same weights, other names
+
+
+def test_gradient_monitor_takes_a_stacks_blocks_in_call_order(small_data):
+    model = nn.mlp([8] * 4, input_shape=(16,), activation="tanh", output_size=4,
+                   output_activation=None, scan_layers=True, rngs=nnx.Rngs(0))
+    monitor = diagnostics.GradientMonitor()
+    monitor.set_model(model, None)
+    monitor.set_params({"input_shape": (16,)})
+    loss = sj.losses.sparse_categorical_crossentropy_from_logits
+    grads = nnx.grad(lambda m: loss(m(small_data.x), small_data.y))(model)
+    stacked = grads["layers"][2]["blocks"]["layers"][0]["kernel"][...]  # (3 blocks, 8, 8)
+    first = grads["layers"][1]["kernel"][...]
+    stats = monitor.step_stats(grads, None)
+    assert float(stats["grad_ratio"]) == pytest.approx(
+        float(jnp.std(first) / jnp.std(stacked[-1])), rel=1e-6)
+
+
+def test_gradient_monitor_needs_its_model_and_says_when_it_cannot_order_kernels():
+    with pytest.raises(ValueError, match="GradientMonitor has not seen its model"):
+        diagnostics.GradientMonitor().step_stats({"w": jnp.ones(2)}, None)
+
+    class Tokens(nnx.Module):  # takes integer token ids: float32 inputs cannot be traced
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(10, 4, rngs=rngs)
+            self.hidden = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(3)])
+
+        def __call__(self, ids):
+            x = self.embed(ids).mean(axis=1)
+            for layer in self.hidden:
+                x = layer(x)
+            return x
+
+    model = Tokens(nnx.Rngs(0))
+    monitor = diagnostics.GradientMonitor()
+    monitor.set_model(model, None)
+    with pytest.warns(UserWarning, match=r"cannot trace the model on float32 inputs of shape "
+                                         r"\(5,\) .*grad_ratio is not reported"):
+        monitor.set_params({"input_shape": (5,)})
+    grads = nnx.state(model, nnx.Param)
+    assert set(monitor.step_stats(grads, None)) == {"grad_norm"}
 
 
 def test_gradient_monitor_names_stacked_kernels_as_variables_does():
