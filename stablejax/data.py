@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from stablejax._checks import index
+from stablejax._checks import check_range, index, non_negative
 
 __all__ = [
     "Split",
@@ -57,10 +57,26 @@ class Splits(NamedTuple):
 
 
 def _float_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy floating-point dtype, got {dtype!r}") from None
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
     return dtype
+
+
+def _flag(name: str, value: object) -> None:
+    """Raises ``TypeError`` unless ``value`` is a bool (``"no"`` would read as True)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _path(name: str, value: object) -> None:
+    """Raises ``TypeError`` unless ``value`` is a ``str`` or ``os.PathLike`` (an int would
+    be opened as a file descriptor)."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
 
 
 def digits(
@@ -88,6 +104,10 @@ def digits(
       flatten: if True, images have shape ``(n, 64)`` instead of ``(n, 8, 8)``.
       dtype: floating dtype of the images.
 
+    Every argument is checked before the file is read: ``ValueError`` for a value out of
+    its range (NaN included), ``TypeError`` for a `flatten` that is not a bool or a
+    `dtype` NumPy does not know.
+
     Returns:
       `Splits(train, valid, test)`, each a `Split(x, y)`.
 
@@ -95,13 +115,13 @@ def digits(
     UCI Machine Learning Repository (1998).
     """
     for name, value in (("validation", validation), ("test", test)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+        check_range(name, value, 0.0, 1.0, high_open=True)
     if validation + test >= 1.0:
         raise ValueError(
             f"validation + test must be < 1 to leave training data, got {validation} + {test}"
         )
     seed = index("seed", seed, 0)
+    _flag("flatten", flatten)
     dtype = _float_dtype(dtype)
 
     pixels = np.loadtxt(_digits_file(), delimiter=",")
@@ -182,9 +202,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     detected from the gzip magic bytes, not the file name.
 
     Raises:
+      TypeError if `path` is not a ``str`` or ``os.PathLike``.
       ValueError naming the file for a bad magic number, an unknown type code, or a data
       length that does not match the sizes (a truncated or padded file).
     """
+    _path("path", path)
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
@@ -235,6 +257,7 @@ def fashion_mnist(
     (default 5000 of 60000); the 10000 t10k images are the test set.
 
     Raises:
+      TypeError if `path` is not a ``str`` or ``os.PathLike``, or `dtype` not a dtype.
       FileNotFoundError listing every missing file and the directory to put it in.
       ValueError naming the file if an images file does not hold uint8 images of shape
       ``(n, 28, 28)`` or a labels file uint8 labels of shape ``(n,)`` in 0..9 (a swapped
@@ -244,6 +267,7 @@ def fashion_mnist(
     Reference: Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
+    _path("path", path)
     validation = index("validation", validation, 0)
     dtype = _float_dtype(dtype)
     directory = os.path.abspath(path)
@@ -327,8 +351,13 @@ def synthetic_classification(
     y int32. The centres are drawn from `seed` too, so two calls with different seeds
     are two different problems: use :func:`synthetic_splits` for train/validation/test
     sets of one problem.
+
+    Checked before any drawing (``ValueError`` naming the argument and the range):
+    `n` and `num_features` integers >= 1, `num_classes` an integer >= 2, `seed` an
+    integer >= 0, `noise` a finite number >= 0 (an infinite one would make every
+    sample infinite) whose samples fit float32 (checked once drawn).
     """
-    rng, centres = _centres(n, num_features, num_classes, seed, noise)
+    rng, centres = _centres(("n", n), num_features, num_classes, seed, noise)
     return _blobs(rng, centres, n, noise)
 
 
@@ -346,7 +375,8 @@ def synthetic_splits(
 
     The class centres are drawn once from `seed`; each split's samples are drawn after
     them from the same generator, in the order train, validation, test. The training
-    split equals ``synthetic_classification(train, ...)`` with the same arguments.
+    split equals ``synthetic_classification(train, ...)`` with the same arguments, which
+    are checked as there; `train`, `valid` and `test` are integers >= 1.
 
     Example::
 
@@ -355,22 +385,23 @@ def synthetic_splits(
         >>> [len(s.y) for s in splits]
         [100, 20, 20]
     """
-    rng, centres = _centres(train, num_features, num_classes, seed, noise)
     for name, size in (("valid", valid), ("test", test)):
         index(name, size, 1)
+    rng, centres = _centres(("train", train), num_features, num_classes, seed, noise)
     parts = [_blobs(rng, centres, size, noise) for size in (train, valid, test)]
     return Splits(*parts)
 
 
 def _centres(
-    n: int, num_features: int, num_classes: int, seed: int, noise: float
+    size: tuple[str, int], num_features: int, num_classes: int, seed: int, noise: float
 ) -> tuple[np.random.Generator, np.ndarray]:
-    index("n", n, 1)
+    """Checks the arguments (``size``: the sample count and its argument's name), then
+    draws the class centres."""
+    index(*size, 1)
     num_features = index("num_features", num_features, 1)
     num_classes = index("num_classes", num_classes, 2)
     seed = index("seed", seed, 0)
-    if not noise >= 0.0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    non_negative("noise", noise)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((num_classes, num_features))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -380,16 +411,22 @@ def _centres(
 def _blobs(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float) -> Split:
     y = rng.permutation(np.arange(n) % len(centres))
     x = centres[y] + noise * rng.standard_normal((n, centres.shape[1]))
+    largest = float(np.finfo(np.float32).max)
+    if not np.all(np.abs(x) <= largest):
+        raise ValueError(f"noise={noise!r} overflows float32 (max {largest:.3g}); use a "
+                         "smaller noise")
     return Split(x.astype(np.float32), y.astype(np.int32))
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     """Number of batches `batches` yields for `n` samples.
 
-    ``n // batch_size`` if `drop_last`, else ``ceil(n / batch_size)``.
+    ``n // batch_size`` if `drop_last`, else ``ceil(n / batch_size)``. `n` must be an
+    integer >= 0, `batch_size` >= 1, `drop_last` a bool.
     """
     n = index("n", n, 0)
     batch_size = index("batch_size", batch_size, 1)
+    _flag("drop_last", drop_last)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -397,11 +434,13 @@ def epoch_order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) 
     """The sample order of one epoch: ``np.random.default_rng([seed, epoch]).permutation(n)``.
 
     ``arange(n)`` without `shuffle`. Each (seed, epoch) has its own order and always the
-    same one, so a resumed run sees the batches it would have seen.
+    same one, so a resumed run sees the batches it would have seen. `n`, `seed` and
+    `epoch` must be integers >= 0, `shuffle` a bool.
     """
     n = index("n", n, 0)
     seed = index("seed", seed, 0)
     epoch = index("epoch", epoch, 0)
+    _flag("shuffle", shuffle)
     return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
 
 
@@ -419,10 +458,14 @@ def batches(
 
     The order is `epoch_order`'s. The last batch has ``n mod batch_size`` samples unless
     `drop_last` drops it; `num_batches` gives the count. Arguments are checked when
-    called, not at the first batch.
+    called, not at the first batch: `x` and `y` arrays of equal length, the others as
+    in `epoch_order` and `num_batches`.
     """
     batch_size = index("batch_size", batch_size, 1)
     x, y = np.asarray(x), np.asarray(y)
+    for name, array in (("x", x), ("y", y)):
+        if array.ndim == 0:
+            raise ValueError(f"{name} must have a first (sample) axis, got a scalar")
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     n = len(x)

@@ -1,4 +1,5 @@
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -280,6 +281,63 @@ def test_synthetic_classification_is_deterministic():
 def test_synthetic_classification_validation(kwargs, name):
     with pytest.raises(ValueError, match=name):
         data.synthetic_classification(**kwargs)
+
+
+# Values outside an argument's range, NaN and infinity included: each a ValueError naming
+# the argument and the value, raised at the call (before any data is drawn or read).
+OUT_OF_RANGE = [
+    (data.synthetic_classification, {"noise": math.inf}, "noise=inf"),
+    (data.synthetic_classification, {"noise": -math.inf}, "noise=-inf"),
+    (data.synthetic_classification, {"noise": math.nan}, "noise=nan"),
+    (data.synthetic_classification, {"noise": "0.1"}, "noise must be a real number.*'0.1'"),
+    (data.synthetic_classification, {"n": math.inf}, "n must be an integer >= 1, got inf"),
+    (data.synthetic_classification, {"num_classes": 2.5}, "num_classes .* got 2.5"),
+    (data.synthetic_splits, {"train": 0}, "train must be an integer >= 1, got 0"),
+    (data.synthetic_splits, {"test": -1}, "test must be an integer >= 1, got -1"),
+    (data.synthetic_splits, {"noise": math.inf}, "noise=inf"),
+    (data.synthetic_classification, {"noise": 1e39}, "noise=1e.39 overflows float32"),
+    (data.digits, {"validation": math.nan}, r"validation=nan .* \[0.0, 1.0\)"),
+    (data.digits, {"test": math.inf}, r"test=inf .* \[0.0, 1.0\)"),
+    (data.digits, {"validation": "0.1"}, "validation must be a real number.*'0.1'"),
+    (data.num_batches, {"n": 10, "batch_size": math.inf}, "batch_size .* got inf"),
+    (data.epoch_order, {"n": 4, "epoch": math.nan}, "epoch .* got nan"),
+    (data.batches, {"x": 3.0, "y": 2.0, "batch_size": 1}, "x must have a first .* axis"),
+]
+
+
+@pytest.mark.parametrize("fn, kwargs, match", OUT_OF_RANGE,
+                         ids=[f"{fn.__name__}-{kw}" for fn, kw, _ in OUT_OF_RANGE])
+def test_data_functions_refuse_values_out_of_range(fn, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fn(**kwargs)
+
+
+# Arguments of the wrong kind, which used to be read as something else: a TypeError
+# naming the argument and the value.
+WRONG_KIND = [
+    (data.digits, {"flatten": "no"}, "flatten must be True or False, got 'no'"),  # was True
+    (data.digits, {"dtype": "no-such-type"}, "dtype must be .* got 'no-such-type'"),
+    (data.read_idx, {"path": 0}, "path must be a str or os.PathLike, got int"),  # was stdin
+    (data.fashion_mnist, {"path": None}, "path must be a str or os.PathLike, got NoneType"),
+    (data.num_batches, {"n": 10, "batch_size": 3, "drop_last": "yes"}, "drop_last .* 'yes'"),
+    (data.epoch_order, {"n": 4, "shuffle": None}, "shuffle must be True or False, got None"),
+    (data.batches, {"x": np.zeros(4), "y": np.zeros(4), "batch_size": 2, "shuffle": "no"},
+     "shuffle must be True or False, got 'no'"),
+]
+
+
+@pytest.mark.parametrize("fn, kwargs, match", WRONG_KIND,
+                         ids=[f"{fn.__name__}-{kw}" for fn, kw, _ in WRONG_KIND])
+def test_data_functions_refuse_arguments_of_the_wrong_kind(fn, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        fn(**kwargs)
+
+
+def test_noise_zero_puts_every_sample_on_its_unit_norm_class_centre():
+    x, y = data.synthetic_classification(40, num_features=3, num_classes=4, noise=0.0)
+    assert len(np.unique(x, axis=0)) == 4
+    np.testing.assert_array_equal(x[y == 2], np.repeat(x[y == 2][:1], 10, axis=0))
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- batches
