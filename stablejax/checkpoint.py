@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from stablejax._checks import index
+from stablejax._checks import index, writable_directory
 
 __all__ = [
     "CheckpointError",
@@ -73,7 +73,15 @@ _LEGACY_HISTORY = re.compile(r"history_(\d+)\.json")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, unfinished, corrupt, or does not match the template."""
+    """A checkpoint is missing, unfinished, corrupt, or does not match the template.
+
+    Its message is one line of at most about 300 characters (with a path of 60): what is
+    wrong, the checkpoint's path, and what to do.
+    """
+
+
+# What to do with a checkpoint that cannot be used.
+_ELSEWHERE = "restore an earlier checkpoint or save this one again"
 
 
 # ---------------------------------------------------------------- pytree <-> named leaves
@@ -235,16 +243,26 @@ def _remove_leftovers(directory: Path, prefix: str = "") -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+# The longest reason (Orbax's or TensorStore's error) a CheckpointError quotes.
+_REASON_CHARS = 150
+
+
 def _reason(error: BaseException) -> str:
-    """The first line of an error, without the TensorStore spec that Orbax appends."""
+    """The first line of an error, without the TensorStore spec that Orbax appends, and
+    at most ``_REASON_CHARS`` long: the middle is cut, as TensorStore nests the cause
+    (the file that is missing or short) at the end."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    for tail in (" See full TensorStore details", "TensorStore("):
+    for tail in (" See full TensorStore details", "TensorStore(", " [tensorstore_spec"):
         text = text.split(tail)[0]
     text = text.strip()
     cause = error.__cause__
     if cause is not None and str(cause) and cause is not error:
         text = f"{text} ({_reason(cause)})" if text else _reason(cause)
-    return text or type(error).__name__
+    text = text or type(error).__name__
+    if len(text) > _REASON_CHARS:
+        half = (_REASON_CHARS - 5) // 2
+        text = f"{text[:half]} ... {text[-half:]}"
+    return text
 
 
 def _open(path: Path) -> tuple[dict, Path]:
@@ -254,20 +272,20 @@ def _open(path: Path) -> tuple[dict, Path]:
     step) holds it as its item "state". Both keep the manifest in the step's metadata.
     """
     if _TMP_MARK in path.name:
-        raise CheckpointError(f"{path} is an unfinished save (an Orbax temporary directory)")
+        raise CheckpointError(f"{path} is an unfinished save (an Orbax temporary "
+                              f"directory): {_ELSEWHERE}")
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}: check the path")
     # Checked here rather than left to Orbax, which logs warnings before failing.
     if not (path / _METADATA_FILE).is_file():
-        raise CheckpointError(
-            f"checkpoint {path} is incomplete: its metadata file {path / _METADATA_FILE} "
-            "is missing"
-        )
+        raise CheckpointError(f"checkpoint {path} is incomplete: {path / _METADATA_FILE} is "
+                              f"missing; {_ELSEWHERE}")
     try:
         manifest = ocp.metadata.get_step_metadata(path).custom_metadata
     except Exception as e:
         raise CheckpointError(
-            f"cannot read the checkpoint metadata {path / _METADATA_FILE}: {_reason(e)}"
+            f"cannot read the checkpoint metadata {path / _METADATA_FILE}: {_reason(e)}; "
+            f"{_ELSEWHERE}"
         ) from e
     if not manifest or manifest.get("format") != _FORMAT:
         raise CheckpointError(
@@ -278,27 +296,28 @@ def _open(path: Path) -> tuple[dict, Path]:
 
 
 def _check_matches(path: Path, recorded: dict, keys: list[str], expected) -> None:
-    problems = [f"{k}: expected but not in the checkpoint" for k in keys if k not in recorded]
+    """Raises naming the first two leaves (and the count of the others) whose names,
+    shapes or dtypes differ between the manifest and the template."""
+    problems = [f"{k} is not in the checkpoint" for k in keys if k not in recorded]
     wanted = set(keys)
-    problems += [f"{k}: in the checkpoint but not expected" for k in recorded if k not in wanted]
+    problems += [f"{k} is in the checkpoint, not expected" for k in recorded if k not in wanted]
     for key, spec in zip(keys, expected, strict=True):
         if key not in recorded:
             continue
         entry = recorded[key]
         if not (isinstance(entry, dict) and {"shape", "dtype", "crc32"} <= set(entry)):
-            problems.append(f"the manifest entry lacks its shape, dtype or CRC-32: {key}")
+            problems.append(f"the manifest lacks the shape, dtype or CRC-32 of {key}")
             continue
         shape, dtype = tuple(recorded[key]["shape"]), recorded[key]["dtype"]
         if shape != tuple(spec.shape):
-            problems.append(f"{key}: checkpoint shape {shape} != expected {tuple(spec.shape)}")
+            problems.append(f"{key}: shape {shape}, expected {tuple(spec.shape)}")
         elif dtype != np.dtype(spec.dtype).name:
-            problems.append(f"{key}: checkpoint dtype {dtype} != expected {np.dtype(spec.dtype)}")
+            problems.append(f"{key}: dtype {dtype}, expected {np.dtype(spec.dtype)}")
     if problems:
-        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
         raise CheckpointError(
-            f"checkpoint {path} does not match the expected state:\n  "
-            + "\n  ".join(problems[:10])
-            + more
+            f"checkpoint {path} does not match the state given: "
+            f"{'; '.join(problems[:2])}{more}; build it as the saved one was"
         )
 
 
@@ -323,10 +342,13 @@ def save(path: str | os.PathLike, state: Any, *, force: bool = False) -> None:
 
     Raises:
       FileExistsError: `path` exists and `force` is False.
-      ValueError: `state` has no leaves, or two leaf paths collide as strings.
+      ValueError: `state` has no leaves, two leaf paths collide as strings, or `path`'s
+        parent cannot be created or written (it is under a file, no permission);
+        checked before Orbax starts writing.
     """
     path = Path(path).absolute()
     names, arrays = _arrays(state)
+    writable_directory(path.parent, f"{path}: its directory")
     _remove_leftovers(path.parent, prefix=f"{path.name}.")
     if path.exists():
         if not force:
@@ -348,9 +370,10 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
 
     Raises:
       CheckpointError naming `path` if it does not exist, is an unfinished save, lacks the
-      manifest, cannot be read, or fails its checksums; and naming each mismatched leaf
-      path (e.g. ``params/layers/0/kernel: checkpoint shape (64, 300) != expected
-      (784, 300)``) if the checkpoint holds other leaves, shapes or dtypes than `like`.
+      manifest, cannot be read, or fails its checksums; and naming the mismatched leaf
+      paths (e.g. ``params/layers/0/kernel: shape (64, 300), expected (784, 300)``;
+      the first two, and a count of the others) if the checkpoint holds other leaves,
+      shapes or dtypes than `like`.
     """
     path = Path(path).absolute()
     manifest, item = _open(path)
@@ -363,7 +386,8 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
         with ocp.StandardCheckpointer() as checkpointer:
             tree = checkpointer.restore(item, _nest(names, expected))
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(e)}; "
+                              f"{_ELSEWHERE}") from e
     arrays = [_lookup(tree, name) for name in names]
     for key, array in zip(keys, arrays, strict=True):
         saved, now = recorded[key]["crc32"], _crc32(array)
@@ -372,11 +396,11 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
         if saved is None:
             # Written only for arrays no single host could read whole; here the array is
             # whole, so an absent checksum is a damaged manifest, not a reason to trust it.
-            raise CheckpointError(
-                f"checkpoint {path} cannot be verified: the manifest records no CRC-32 for: {key}"
-            )
+            raise CheckpointError(f"checkpoint {path} cannot be verified: the manifest "
+                                  f"records no CRC-32 for {key}; {_ELSEWHERE}")
         if saved != now:
-            raise CheckpointError(f"checkpoint {path} is corrupt: {key} fails its CRC-32 check")
+            raise CheckpointError(f"checkpoint {path} is corrupt: {key} fails its CRC-32 "
+                                  f"check; {_ELSEWHERE}")
     restored = [
         jax.random.wrap_key_data(a, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else a
         for a, leaf in zip(arrays, leaves, strict=True)
@@ -418,7 +442,9 @@ def save_epoch(
     after `epoch` are deleted first: they belong to a continuation that this run has
     abandoned by going back to an earlier epoch, and `latest_epoch` must not return them.
     An existing ``epoch_<epoch>`` is replaced. Then all but the `keep` most recent epochs
-    are deleted (`keep=None` keeps all). Defaults: ``keep=3``.
+    are deleted (`keep=None` keeps all). Defaults: ``keep=3``. A `directory` that cannot
+    be created or written (under a file, no permission) is a ``ValueError`` naming it,
+    before anything is written.
 
     Returns:
       The path of the new checkpoint.
@@ -433,7 +459,7 @@ def save_epoch(
         items[_HISTORY] = ocp.args.JsonSave(history)
     if config is not None:
         items[_CONFIG] = ocp.args.JsonSave(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    writable_directory(directory, "directory")
     shutil.rmtree(directory / _TRASH, ignore_errors=True)  # left by a crash mid-delete
     _remove_leftovers(directory)
     with _manager(directory, keep) as manager:
@@ -505,7 +531,7 @@ def restore_latest(directory: str | os.PathLike, like: Any) -> tuple[int, Any, d
                 history = json.loads(legacy.read_text())
         except Exception as e:
             raise CheckpointError(
-                f"cannot read the history of checkpoint {path}: {_reason(e)}"
+                f"cannot read the history of checkpoint {path}: {_reason(e)}; {_ELSEWHERE}"
             ) from e
     return epoch, state, history
 
@@ -529,7 +555,8 @@ def saved_config(directory: str | os.PathLike, epoch: int) -> dict | None:
             )
     except Exception as e:
         raise CheckpointError(
-            f"cannot read the run configuration of checkpoint {path}: {_reason(e)}"
+            f"cannot read the run configuration of checkpoint {path}: {_reason(e)}; "
+            f"{_ELSEWHERE}"
         ) from e
     return items[_CONFIG]
 
