@@ -461,8 +461,9 @@ class ModelCheckpoint(Callback):
     The path is ``filepath.format(epoch=epoch + 1, **logs)``, so it may hold Keras's
     fields such as ``"run/{epoch:02d}-{val_loss:.2f}.keras"``. A path ending in
     ``.keras`` is written with :func:`stablejax.keras_format.save` (the model and, unless
-    ``save_weights_only``, the optimizer and its state: the optimizer must then come from
-    :func:`stablejax.keras_format.optimizer` or ``load``; the file's input shape is
+    ``save_weights_only``, the optimizer and its state: the optimizer must then be one
+    Keras can express, an alias such as ``sj.nadam(1e-3, clipnorm=1.0)`` with a float rate
+    or a schedule Keras has, see :func:`stablejax.keras_format.save`; the file's input shape is
     ``fit``'s samples' and its loss ``fit``'s, which must then be a name), checked by a
     trial write before training starts; any other path is a directory
     written with :mod:`stablejax.checkpoint`: with ``save_weights_only`` every variable of

@@ -55,6 +55,7 @@ __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteError"]
 EVAL_BATCH_SIZE = 1024  # samples per evaluation batch (at least fit's batch_size)
 FIRST_CALL_STEPS = 8  # steps of a run's first call when fit chooses (see _CallPlan)
 CALL_SECONDS = 0.1  # length of the later calls when fit chooses and a bar shows
+SHOWN_DIFFERENCES = 5  # settings a refused resume lists (then a count of the rest)
 
 
 class NonFiniteError(FloatingPointError):
@@ -862,9 +863,11 @@ def _check_same_config(saved: dict | None, config: dict, directory: Any, epoch: 
         if saved.get(key, None) != config.get(key, None) or (key in saved) != (key in config)
     ]
     if differences:
+        shown, more = differences[:SHOWN_DIFFERENCES], len(differences) - SHOWN_DIFFERENCES
         raise ValueError(
             f"checkpoint_dir {os.fspath(directory)} holds epoch {epoch} of a run with another "
-            "configuration; resuming would mix two runs:\n  " + "\n  ".join(differences)
+            "configuration; resuming would mix two runs:\n  " + "\n  ".join(shown)
+            + (f"\n  ... and {more} more differences" if more > 0 else "")
             + "\nUse another checkpoint_dir, or the checkpoint's settings to resume it."
         )
 

@@ -357,6 +357,19 @@ def test_resume_refuses_another_configuration(tmp_path, change, match):
     assert checkpoint.latest_epoch(tmp_path / "run") == 1  # nothing lost
 
 
+def test_resume_of_another_architecture_lists_five_differences_and_a_count(tmp_path):
+    resume(tmp_path)
+    wider = sj.nn.mlp([16, 16, 16], input_shape=(4,), output_size=3, batch_norm="after",
+                      rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError) as error:
+        resume(tmp_path, epochs=2, m=wider, batch_size=4)
+    lines = str(error.value).splitlines()
+    assert lines[1] == "  batch_size: 8 in the checkpoint, 4 now"
+    assert sum(line.startswith("  parameters/") for line in lines) == 4  # 5 shown in all
+    assert lines[-2].startswith("  ... and ") and lines[-2].endswith(" more differences")
+    assert len(str(error.value)) < 600
+
+
 def test_resume_with_the_same_configuration_continues(tmp_path):
     config = {"width": 8, "name": "a", "path": object()}  # the object is not saved
     resume(tmp_path, run_config=config)
