@@ -21,31 +21,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stablejax import _monitor
 from stablejax._checks import check_range, non_negative, positive, require_int
-
-_MODES = {"min": 1.0, "max": -1.0}
 
 # The update function of each transformation `reduce_on_plateau` returned (weak: it goes
 # with the transformation).
 _UPDATES: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
-
-
-def _is_count(v: float) -> bool:
-    """An integer >= 0 (``4.0`` counts); :mod:`stablejax.stopping` checks its counts with it."""
-    return v.is_integer() and v >= 0
-
-
-def _sign(mode: str) -> float:
-    if mode not in _MODES:
-        raise ValueError(f"mode={mode!r} must be one of 'min', 'max'")
-    return _MODES[mode]
-
-
-def _improves(sign, value, min_delta, reference):
-    # Keras tests `value + min_delta < best` ("min") and `value - min_delta > best`
-    # ("max"); with sign = -1 the second is the first negated, which is exact in
-    # floating point, so both modes share one comparison.
-    return sign * value + min_delta < sign * reference
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -87,7 +68,8 @@ def _advance(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
     wait = jnp.where(in_cooldown, 0, state.wait)
 
     # Keras starts from best = None: the first value always improves.
-    improved = (state.count == 0) | _improves(state.sign, value, state.min_delta, state.best)
+    improved = (state.count == 0) | _monitor.improves(state.sign, value, state.min_delta,
+                                                      state.best)
     best = jnp.where(improved, value, state.best)
     counting = ~improved & (cooldown_counter == 0)
     wait = jnp.where(improved, 0, jnp.where(counting, wait + 1, wait))
@@ -189,7 +171,7 @@ def reduce_on_plateau(
     require_int("cooldown", cooldown, 0)
     non_negative("min_lr", min_lr)
     positive("learning_rate", learning_rate)
-    sign = _sign(mode)
+    sign = _monitor.sign(mode)
 
     def hyperparameters():
         return _hyperparameters(factor, patience, min_delta, cooldown, min_lr, learning_rate, sign)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax._checks import require
-from stablejax.plateau import _improves, _is_count, _sign
+from stablejax import _monitor
+from stablejax._checks import require, require_int
 
 __all__ = ["EarlyStoppingState", "EarlyStoppingFns", "early_stopping"]
 
@@ -92,12 +92,12 @@ def early_stopping(
       Prechelt, "Early Stopping - But When?", 1998; Keras
       ``keras.callbacks.EarlyStopping``.
     """
-    require("patience", patience, _is_count, "integers in [0, inf)")
+    require_int("patience", patience, 0)
     require("min_delta", min_delta, lambda v: v >= 0, "[0, inf)")
-    require("start_from_epoch", start_from_epoch, _is_count, "integers in [0, inf)")
+    require_int("start_from_epoch", start_from_epoch, 0)
     if baseline is not None:
         require("baseline", baseline, lambda v: v == v, "any number but NaN")
-    sign = _sign(mode)
+    sign = _monitor.sign(mode)
 
     def init() -> EarlyStoppingState:
         return EarlyStoppingState(
@@ -113,8 +113,9 @@ def early_stopping(
         monitored = epoch >= start_from_epoch
         # Keras starts from best = None: the first monitored value always improves.
         first = state.best_epoch < 0
-        improved = monitored & (first | _improves(sign, value, min_delta, state.best))
-        beats_baseline = True if baseline is None else _improves(sign, value, min_delta, baseline)
+        improved = monitored & (first | _monitor.improves(sign, value, min_delta, state.best))
+        beats_baseline = (True if baseline is None
+                          else _monitor.improves(sign, value, min_delta, baseline))
         wait = jnp.where(monitored, state.wait + 1, state.wait)
         wait = jnp.where(improved & beats_baseline, 0, wait)
         stop = monitored & ~improved & (wait >= patience) & (epoch > 0)
