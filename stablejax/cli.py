@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from stablejax import _extras
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam")
 SCHEDULES = ("constant", "power", "exponential", "piecewise", "plateau")
 DECAY_EPOCHS = 20.0  # s of the power and exponential schedules, in epochs
@@ -291,10 +293,10 @@ def train_command(args: argparse.Namespace) -> int:
     """Runs ``stablejax train``; returns the exit status.
 
     A bad configuration (an option the settings ignore, an argument the library
-    rejects, missing data files, a checkpoint directory of another model) is a short
-    error with status 2; a run that diverges (``NonFiniteError``) is one line with
-    status 1. A checkpoint directory that already holds the run says so and continues
-    it (or prints its history when it is complete).
+    rejects, missing data files, scikit-learn missing for the digits, a checkpoint
+    directory of another model) is a short error with status 2; a run that diverges
+    (``NonFiniteError``) is one line with status 1. A checkpoint directory that already
+    holds the run says so and continues it (or prints its history when it is complete).
     """
 
     import stablejax as sj
@@ -313,7 +315,7 @@ def train_command(args: argparse.Namespace) -> int:
         enable()  # before the model is built: its initialisers compile too
     try:
         splits, model, tx, callbacks = _setup(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
     if args.checkpoint_dir is not None:
@@ -441,20 +443,22 @@ def diagnose_command(args: argparse.Namespace) -> int:
     """Runs ``stablejax diagnose``; returns the exit status.
 
     A bad configuration (a batch larger than the data, a ``--plot`` path that is not a
-    ``.png`` file in a writable directory) is a one-line error with status 2, before the
-    network is built; ``--plot``'s directory is created if missing, as ``train`` and
-    ``study`` create theirs.
+    ``.png`` file in a writable directory, ``--plot`` without matplotlib, the digits
+    without scikit-learn) is a one-line error with status 2, before the network is
+    built; ``--plot``'s directory is created if missing, as ``train`` and ``study``
+    create theirs.
     """
     from stablejax import diagnostics
 
     try:
         if args.plot is not None:  # before the work, not after the table
+            _extras.require("matplotlib", "diagnose --plot")
             diagnostics.check_plot_path(args.plot, "--plot")
         batch, input_shape, classes = _diagnose_batch(args)
         model = _model(args, input_shape, classes)
         report = diagnostics.signal_propagation(
             model, batch, loss="sparse_categorical_crossentropy_from_logits")
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
     print(report.to_markdown())
@@ -468,8 +472,8 @@ def study_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Runs ``stablejax study``; returns the exit status.
 
     A bad configuration (``--data-dir`` without Fashion-MNIST or the reverse, an output
-    directory that cannot be written, missing data files) is a one-line error with
-    status 2, before any training.
+    directory that cannot be written, missing data files, matplotlib or, for the digits,
+    scikit-learn missing) is a one-line error with status 2, before any training.
     """
     from stablejax import study
     from stablejax.compilation_cache import enable
@@ -480,11 +484,12 @@ def study_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     enable()
     try:
+        _extras.require("matplotlib", "stablejax study")  # its figures, written at the end
         result = study.run(args.out, data=args.data, data_dir=args.data_dir,
                            budget=args.budget, sections=args.only, seed=args.seed,
                            progress=not args.quiet,
                            command=" ".join(["stablejax", *argv]))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
     print(result.summary_table())

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from stablejax import _extras
 from stablejax._checks import check_range, index, non_negative
 
 __all__ = [
@@ -106,7 +107,8 @@ def digits(
 
     Every argument is checked before the file is read: ``ValueError`` for a value out of
     its range (NaN included), ``TypeError`` for a `flatten` that is not a bool or a
-    `dtype` NumPy does not know.
+    `dtype` NumPy does not know. Without scikit-learn (the ``data`` extra: ``pip
+    install 'stablejax[data]'``), an ``ImportError`` names the extra.
 
     Returns:
       `Splits(train, valid, test)`, each a `Split(x, y)`.
@@ -143,16 +145,20 @@ def digits(
 
 
 def _digits_file() -> str:
-    """The digits CSV that ships inside scikit-learn, found without importing it.
+    """The digits CSV that ships inside scikit-learn (the ``data`` extra).
 
-    (Importing scikit-learn takes over a second, most of a short run's start.)
+    Found without importing scikit-learn, which takes over a second, most of a short
+    run's start; when it is not installed, ``_extras.require`` raises the ``ImportError``
+    that names the extra to install.
     """
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise ImportError("the digits set ships with scikit-learn: pip install scikit-learn")
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+        folder = list(_extras.require("sklearn", "the digits set").__path__)[0]
+    else:
+        folder = os.path.dirname(spec.origin)
+    path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
     if not os.path.exists(path):
         raise FileNotFoundError(f"scikit-learn's digits file is missing: {path}")
     return path
