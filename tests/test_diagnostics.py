@@ -621,5 +621,5 @@ def test_gradient_monitor_needs_its_model_and_says_when_it_cannot_order_kernels(
 def test_gradient_monitor_names_stacked_kernels_as_variables_does():
     model = nn.mlp([8] * 4, input_shape=(4,), output_size=2, scan_layers=True,
                    rngs=nnx.Rngs(0))
-    names = [name for name, _ in diagnostics._kernel_grads(nnx.state(model, nnx.Param))]
+    names = [name for name, _ in diagnostics.monitor._kernel_grads(nnx.state(model, nnx.Param))]
     assert names == [name for name, _ in nn.variables(model) if name.endswith("kernel")]
