@@ -5,11 +5,13 @@ are chained with a learning rate), so the same row also serves
 ``optax.inject_hyperparams(make)(**kwargs)`` and the convergence checks.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 from flax import nnx
 
 from stablejax import clipping, diagnostics, guard, optimizers, transforms
@@ -203,6 +205,32 @@ def test_flax_nnx_optimizer(name, make, kwargs):
     optimizer = nnx.Optimizer(model, make(**kwargs), wrt=nnx.Param)
     optimizer.update(model, grads)
     assert_trees_close(nnx.state(model, nnx.Param), expected)
+
+
+def three_steps(update, tx, params):
+    """Params, the last updates and the state after three updates by ``update``."""
+    state = tx.init(params)
+    for salt in range(3):
+        updates, state = update(gradients(params, salt), state, params)
+        params = optax.apply_updates(params, updates)
+    return params, updates, state
+
+
+class TestCompiledAndNot(chex.TestCase):
+    """Every row gives the numbers of its interpreted run (``jax.disable_jit``), run by
+    Chex's variants with and without ``jax.jit``, as Optax's own tests do."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*CASES)
+    def test_same_numbers(self, make, kwargs):
+        tx = make(**kwargs)
+        with jax.disable_jit():
+            expected = three_steps(tx.update, tx, nested_params(jnp.float32))
+        actual = three_steps(self.variant(tx.update), tx, nested_params(jnp.float32))
+        chex.assert_trees_all_equal_structs(actual, expected)
+        chex.assert_trees_all_close(actual, expected, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(actual[0]["dense"]["kernel"],
+                               nested_params(jnp.float32)["dense"]["kernel"])
 
 
 A = jnp.array([0.5, 1.0, 2.0, 4.0])
