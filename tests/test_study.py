@@ -22,16 +22,21 @@ def small_study(monkeypatch):
     """Fewer set-ups per section, each branch of the code still taken: two activation
     set-ups, clipping off and global_clipnorm, two optimizers, a sweep schedule and
     performance scheduling (its own fits). Compiling is most of a section's time."""
-    monkeypatch.setattr(study, "INIT_CONFIGS", tuple(
+    def patch(module, name, value):  # where the section reads it, and its re-export
+        monkeypatch.setattr(module, name, value)
+        monkeypatch.setattr(study, name, value)
+
+    patch(study.init_section, "INIT_CONFIGS", tuple(
         c for c in study.INIT_CONFIGS if c[0] in ("sigmoid + Glorot", "ELU + He")))
-    monkeypatch.setattr(study, "ORDERING", tuple(
+    patch(study.init_section, "ORDERING", tuple(
         (name, labels) for name, labels in study.ORDERING
         if labels[0] in ("sigmoid + Glorot", "ELU + He")))
-    monkeypatch.setattr(study, "CLIP_VARIANTS", tuple(
+    patch(study.clip_section, "CLIP_VARIANTS", tuple(
         v for v in study.CLIP_VARIANTS if v[0] in ("no clipping", "global_clipnorm=1")))
-    optimizers = study._optimizers()
-    monkeypatch.setattr(study, "_optimizers", lambda: [optimizers[0], optimizers[-1]])
-    monkeypatch.setattr(study, "SCHEDULES", ("constant", "performance"))
+    optimizers = study.optimizers_section.optimizer_table()
+    monkeypatch.setattr(study.optimizers_section, "optimizer_table",
+                        lambda: [optimizers[0], optimizers[-1]])
+    patch(study.schedules_section, "SCHEDULES", ("constant", "performance"))
 
 
 def _rows(text: str, head: str) -> list[list[str]]:
@@ -69,7 +74,8 @@ def test_the_whole_study_writes_every_table_and_figure(tmp_path, small_study):
         assert f"]({figure})" in text
     assert len(_rows(text, "configuration")) == 2 * len(study.INIT_CONFIGS)
     assert len(_rows(text, "clipping")) == len(study.CLIP_VARIANTS)
-    assert len(_rows(text, "optimizer")) == len(study._optimizers()) * len(study.RATE_FACTORS)
+    assert len(_rows(text, "optimizer")) == (len(study.optimizers_section.optimizer_table())
+                                             * len(study.RATE_FACTORS))
     assert [r[0] for r in _rows(text, "schedule")] == list(study.SCHEDULES)
     assert len(_rows(text, "model")) == 3
     for word in ("JAX " + __import__("jax").__version__, "wall time", "budget: tiny",
@@ -89,7 +95,7 @@ def test_the_report_numbers_are_those_of_fit_and_repeat_with_the_seed(tmp_path, 
     assert _rows(first, "clipping") == _rows(second, "clipping")
 
     # The global_clipnorm row, recomputed member by member with fit.
-    data = study._load("digits", None, TINY, 0)
+    data = study._training.load_data("digits", None, TINY, 0)
     accuracies = []
     for seed in (0, 1):
         model = sj.nn.mlp([16] * 3, input_shape=(64,), activation="relu", output_size=10,
@@ -111,7 +117,7 @@ def test_a_failing_section_leaves_no_report_and_no_half_written_files(tmp_path, 
     def broken(ctx):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setitem(study._SECTIONS, "transfer", broken)
+    monkeypatch.setitem(study.runner.SECTION_RUNS, "transfer", broken)
     with pytest.raises(RuntimeError, match="interrupted"):
         study.run(tmp_path, budget=TINY, sections="clip,transfer", progress=False)
     assert sorted(os.listdir(tmp_path)) == ["REPORT.md"]
@@ -135,7 +141,7 @@ def test_a_training_set_too_small_for_transfer_fails_before_training(tmp_path, m
     def must_not_run(ctx):
         raise AssertionError("a section ran")
 
-    monkeypatch.setitem(study._SECTIONS, "clip", must_not_run)
+    monkeypatch.setitem(study.runner.SECTION_RUNS, "clip", must_not_run)
     small = study.Budget("small", depth=2, width=8, seeds=1, epochs=1, transfer_seeds=1,
                          max_train=30)
     # The first 30 images of the seed-0 split hold 1 image of class 3 and none of class 5.
@@ -155,6 +161,7 @@ def test_budget_checks_its_fields(field, value):
 def test_the_command_runs_the_study_and_prints_the_summary(capsys, tmp_path, monkeypatch,
                                                           small_study):
     monkeypatch.setattr(study, "QUICK", TINY)
+    monkeypatch.setattr(study._common, "QUICK", TINY)  # where run reads it
     out = tmp_path / "report"
     assert cli.main(["study", "--only", "clip", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -225,8 +232,8 @@ def test_optimizer_scores_leave_out_seeds_without_a_value():
     def runs(*finals):
         return [SweepRun({"val_accuracy": [0.0, v]}, None, None) for v in finals]
 
-    assert study._val_score(runs(0.5, np.nan, 0.7)) == pytest.approx(0.6)
-    assert study._val_score(runs(np.nan, np.nan)) == -np.inf
+    assert study.optimizers_section.val_score(runs(0.5, np.nan, 0.7)) == pytest.approx(0.6)
+    assert study.optimizers_section.val_score(runs(np.nan, np.nan)) == -np.inf
     ranked = sorted({"a": runs(np.nan), "b": runs(0.2), "c": runs(0.9, 0.7)}.items(),
-                    key=lambda kv: -study._val_score(kv[1]))
+                    key=lambda kv: -study.optimizers_section.val_score(kv[1]))
     assert [k for k, _ in ranked] == ["c", "b", "a"]
