@@ -180,7 +180,7 @@ def test_load_gives_the_keras_structure_and_state():
     assert (params, stats) == (64 * 16 + 16 + 2 * 16 + 16 + 16 * 10 + 10, 2 * 16)  # Keras's
     assert model.layers[1].activation.fn is sj.activations.selu
     assert model.layers[2].momentum == 0.99 and model.layers[2].epsilon == 1e-3
-    nadam = kf._states(state.opt_state)[sj.ScaleByNadamState]
+    nadam = kf.optimizer_state.states(state.opt_state)[sj.ScaleByNadamState]
     assert int(nadam.count) == 16 and 0 < float(nadam.mu_product) < 1
     assert float(sj.current_learning_rate(state.opt_state)) == np.float32(0.005)
     assert kf.config(DATA / "keras_nadam.keras")["compile_config"]["loss"] == (
@@ -197,7 +197,8 @@ def test_load_maps_the_schedule_and_the_activation_layers():
     schedule = sj.exponential_decay(0.05, 8, 0.8)
     # After 16 updates the injected rate is the one the 16th used, schedule(15).
     assert float(sj.current_learning_rate(state.opt_state)) == float(schedule(15))
-    inject = kf._states(state.opt_state)[__import__("optax").InjectStatefulHyperparamsState]
+    states = kf.optimizer_state.states(state.opt_state)
+    inject = states[__import__("optax").InjectStatefulHyperparamsState]
     assert int(inject.hyperparams_states["learning_rate"].count) == 16
 
 
@@ -206,7 +207,7 @@ def test_a_functional_chain_loads_and_a_branching_model_does_not():
     assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dense"]
     assert model.layers[1].activation.fn is sj.activations.elu
     assert int(state.step) == 8
-    momentum = kf._states(state.opt_state)[sj.ScaleByMomentumState].velocity
+    momentum = kf.optimizer_state.states(state.opt_state)[sj.ScaleByMomentumState].velocity
     arrays = h5_arrays(DATA / "keras_functional.keras")
     # RMSprop's variables: iterations, rate, 4 mean squares, then 4 momentums (sign flipped:
     # Keras keeps +lr * g / sqrt(s) in it, stablejax the update's sign).
