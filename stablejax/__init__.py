@@ -79,9 +79,13 @@ if TYPE_CHECKING:
         data,
         diagnostics,
         distributed,
+        evaluation,
+        feeding,
         keras_format,
         loop,
+        metrics,
         nn,
+        resuming,
         steps,
         study,
         sweep,
@@ -95,7 +99,8 @@ __version__ = "0.1.0"
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
     "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "distributed",
-    "keras_format", "loop", "nn", "steps", "study", "sweep", "train", "transfer",
+    "evaluation", "feeding", "keras_format", "loop", "metrics", "nn", "resuming", "steps",
+    "study", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop"}
 
@@ -124,14 +129,18 @@ __all__ = [
     "data",
     "diagnostics",
     "distributed",
+    "evaluation",
+    "feeding",
     "guard",
     "initializers",
     "keras_format",
     "loop",
     "losses",
+    "metrics",
     "nn",
     "optimizers",
     "plateau",
+    "resuming",
     "schedules",
     "steps",
     "stopping",

@@ -125,3 +125,13 @@ def writable_directory(directory: str | os.PathLike, name: str) -> None:
         raise ValueError(f"{name} {path!r} cannot be created: {error.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{name} {path!r} is not writable")
+
+
+def describe(value: Any) -> str:
+    """``value`` for a message: an array by its shape, anything else by a short repr and
+    its type."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return f"an array of shape {tuple(value.shape)}"
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{text} ({type(value).__name__})"

@@ -33,6 +33,7 @@ from flax import nnx
 from stablejax import distributed, losses
 from stablejax._checks import index
 from stablejax.guard import all_finite
+from stablejax.metrics import Loss, Metrics, check_log_names, metric_fns
 
 __all__ = [
     "Batch",
@@ -44,16 +45,13 @@ __all__ = [
     "make_eval_step",
     "make_train_scan",
     "make_eval_scan",
+    "train_body",
+    "eval_scan",
     "over_batches",
     "batch_sizes",
-    "check_log_names",
-    "metric_fns",
-    "RESERVED_NAMES",
 ]
 
 Batch = tuple[jax.Array, Any]  # (x, y), y an array or Weighted(targets, weights)
-Loss = str | Callable[[jax.Array, jax.Array], jax.Array]
-Metrics = dict[str, Callable[[jax.Array, jax.Array], jax.Array]]
 Mesh = jax.sharding.Mesh
 
 
@@ -117,44 +115,6 @@ def update_model(model: nnx.Module, state: TrainState) -> None:
     nnx.update(model, state.params, state.rest)
 
 
-# Names the training loop logs or uses itself: no metric or step statistic may take one,
-# nor a name starting with "val_" (the validation keys).
-RESERVED_NAMES = ("loss", "skipped", "skips", "ran", "count", "lr", "epoch", "not_probabilities")
-
-
-def check_log_names(names: Any, what: str, taken: Any = ()) -> None:
-    """Raises ``ValueError`` unless every name of ``names`` may be logged beside the rest.
-
-    A name must be a non-empty ``str``, not one of :data:`RESERVED_NAMES`, not start with
-    ``"val_"`` and not be in ``taken`` (the names already given by the metrics or
-    another callback): any of these would silently replace a logged value. ``what``
-    says where the names come from in the message (``"metrics"``, ``"step_stats"``).
-    """
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{what} names must be non-empty strings, got {name!r}")
-        if name in RESERVED_NAMES or name.startswith("val_"):
-            raise ValueError(
-                f"{what} name {name!r} is reserved: the training loop logs or uses "
-                f"{', '.join(RESERVED_NAMES)} and the val_ names itself; rename it"
-            )
-        if name in taken:
-            raise ValueError(f"{what} name {name!r} is given twice: it would replace the "
-                             "other value of that name in the logs; rename one")
-
-
-def metric_fns(loss: Loss, metrics: Metrics | None) -> Metrics:
-    """The metrics a step reports: ``metrics`` (names checked by :func:`check_log_names`),
-    or by default the accuracy that goes with a named cross-entropy loss (none for other
-    losses). The steps report them in this order after the loss."""
-    if metrics is not None:
-        check_log_names(metrics, "metrics")
-        return dict(metrics)
-    if isinstance(loss, str) and loss in losses.ACCURACY_FOR:
-        return {"accuracy": losses.ACCURACY_FOR[loss]}
-    return {}
-
-
 StepStats = Callable[[Any, Any], dict[str, jax.Array]]
 
 
@@ -173,7 +133,7 @@ def _not_probabilities(loss: Loss, outputs: Any) -> jax.Array | None:
     return off.mean(dtype=jnp.float32)
 
 
-def _train_body(
+def train_body(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     loss: Loss,
@@ -184,8 +144,11 @@ def _train_body(
     shard_optimizer_state: bool = False,
     check_outputs: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """The train step's body; ``check_outputs`` adds ``not_probabilities``
-    (:func:`_not_probabilities`) to its outputs for the losses that take probabilities."""
+    """The pure, uncompiled ``(state, (x, y)) -> (state, outs)`` of one training step,
+    for a model's ``graphdef``: what :func:`make_train_step` compiles and
+    :func:`make_train_scan` loops (and :func:`stablejax.sweep.run` vmaps). The arguments
+    are those of :func:`make_train_step`; ``check_outputs`` adds ``not_probabilities``
+    (see :func:`make_train_scan`) to its outputs for the losses that take probabilities."""
     loss_fn = losses.get(loss)
     reported = metric_fns(loss, metrics)
 
@@ -302,7 +265,7 @@ def make_train_step(
       program for inspection.
     """
     _check_mesh(mesh, shard_optimizer_state)
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+    body = train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
                        mesh, shard_optimizer_state)
     jitted = jax.jit(body, donate_argnums=(0,) if donate else ())
     if mesh is None:
@@ -428,7 +391,7 @@ def make_train_scan(
     if max_consecutive_skips is not None:
         index("max_consecutive_skips", max_consecutive_skips, 1)
     _check_mesh(mesh, shard_optimizer_state)
-    body = _train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
+    body = train_body(nnx.graphdef(model), tx, loss, metrics, skip_nonfinite, step_stats,
                        mesh, shard_optimizer_state, check_outputs=True)
 
     def step(state: TrainState, idx: Any, x: jax.Array, y: jax.Array):
@@ -526,11 +489,12 @@ def make_eval_scan(
     """
     index("batch_size", batch_size, 1)
     _check_mesh(mesh, False)
-    return _eval_scan(nnx.graphdef(model), loss, metrics, batch_size, mesh)
+    return eval_scan(nnx.graphdef(model), loss, metrics, batch_size, mesh)
 
 
-def _eval_scan(graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, batch_size: int,
-               mesh: Mesh | None = None) -> Callable[..., dict[str, jax.Array]]:
+def eval_scan(graphdef: nnx.GraphDef, loss: Loss, metrics: Metrics | None, batch_size: int,
+              mesh: Mesh | None = None) -> Callable[..., dict[str, jax.Array]]:
+    """:func:`make_eval_scan` for a model's ``graphdef`` (no model needed, no checks)."""
     step = _eval_body(graphdef, loss, metrics, mesh)
 
     @jax.jit

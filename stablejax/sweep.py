@@ -31,26 +31,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from stablejax import losses, optimizers
+from stablejax import feeding, losses, optimizers
 from stablejax._checks import index
 from stablejax.compilation_cache import enable as enable_compilation_cache
-from stablejax.loop import (
-    EVAL_BATCH_SIZE,
-    _as_split,
-    _Batching,
-    _check_model,
-    _check_targets,
-    _means_of,
-    _outputs,
-    _weighted_sums,
-)
+from stablejax.evaluation import EVAL_BATCH_SIZE
 from stablejax.steps import (
     Loss,
     TrainState,
-    _train_body,
     batch_sizes,
     init_state,
     make_eval_scan,
+    train_body,
     update_model,
 )
 
@@ -144,22 +135,23 @@ def run(
     if not callable(make_model):
         raise TypeError(f"make_model must be a callable make_model(seed) -> nnx.Module, "
                         f"got {make_model!r}")
-    x, y = _as_split(train_data, "train_data")
-    valid = None if validation_data is None else _as_split(validation_data, "validation_data")
+    x, y = feeding.as_split(train_data, "train_data")
+    valid = (None if validation_data is None
+             else feeding.as_split(validation_data, "validation_data"))
 
     models = [make_model(seed) for seed in seeds]
     for model in models:
-        _check_model(model)
+        feeding.check_model(model)
     first = _signature(models[0])
     for seed, model in zip(seeds[1:], models[1:], strict=True):
         if _signature(model) != first:
             raise ValueError(f"make_model must build the same structure for every seed: "
                              f"make_model({seed}) differs from make_model({seeds[0]}) in its "
                              "layers, variables, shapes or dtypes")
-    _check_targets(loss, y, _outputs(models[0], x, "train_data"), "train_data")
+    feeding.check_targets(loss, y, feeding.model_outputs(models[0], x, "train_data"), "train_data")
     if valid is not None:
-        _check_targets(loss, valid[1], _outputs(models[0], valid[0], "validation_data"),
-                       "validation_data")
+        outputs = feeding.model_outputs(models[0], valid[0], "validation_data")
+        feeding.check_targets(loss, valid[1], outputs, "validation_data")
 
     states = [init_state(model, tx) for model in models]
     if learning_rates is not None:
@@ -175,7 +167,7 @@ def run(
     enable_compilation_cache()
     epoch_call = _make_epoch(nnx.graphdef(models[0]), tx, loss)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-    batching = _Batching(len(x), batch_size, shuffle, data_seed)
+    batching = feeding.Batching(len(x), batch_size, shuffle, data_seed)
     sizes = np.array(batch_sizes(len(x), batch_size), np.float64)
     if valid is not None:
         val_batch = max(batch_size, EVAL_BATCH_SIZE)
@@ -196,12 +188,12 @@ def run(
         for m in range(len(seeds)):
             ok = ~skipped[:, m]
             count = float(sizes[ok].sum())
-            sums = _weighted_sums({k: v[:, m] for k, v in outs.items()}, sizes, ok)
+            sums = feeding.weighted_sums({k: v[:, m] for k, v in outs.items()}, sizes, ok)
             logs[m] = {k: total / count if count else float("nan") for k, total in sums.items()}
         if valid is not None:
             val = jax.device_get(evaluate(stacked, val_x, val_y))
             for m in range(len(seeds)):
-                member = _means_of({k: v[m] for k, v in val.items()}, len(valid[0]),
+                member = feeding.means_of({k: v[m] for k, v in val.items()}, len(valid[0]),
                                    val_batch)
                 logs[m].update({f"val_{k}": v for k, v in member.items()})
         for m in range(len(seeds)):
@@ -239,7 +231,7 @@ def _make_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     batch_size)`` sample indices of the full batches, ``tail`` the partial batch's (or
     None). ``outs[k]`` is ``(batches, members)``: ``loss``, each metric, ``skipped``.
     """
-    body = _train_body(graphdef, tx, loss, None)
+    body = train_body(graphdef, tx, loss, None)
 
     def step(state: TrainState, idx: jax.Array, x: jax.Array, y: jax.Array):
         return body(state, (x[idx], y[idx]))

@@ -118,10 +118,10 @@ def test_class_weight_of_binary_and_one_hot_targets():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 3)).astype(np.float32)
     binary = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]], np.float32)
-    weights = sj.loop._class_weights({1: 3.0}, binary, 2)
+    weights = sj.feeding.class_weights({1: 3.0}, binary, 2)
     np.testing.assert_array_equal(weights, [1, 3, 3, 1, 3, 1])
     one_hot = np.eye(3, dtype=np.float32)[[2, 0, 1]]
-    np.testing.assert_array_equal(sj.loop._class_weights({2: 0.5, 0: 4.0}, one_hot, 3),
+    np.testing.assert_array_equal(sj.feeding.class_weights({2: 0.5, 0: 4.0}, one_hot, 3),
                                   [0.5, 4.0, 1.0])
     # Trained: the binary cross-entropy's loss is weighted by the targets' classes.
     model = _linear(3, 1)
@@ -177,7 +177,7 @@ def test_validation_split_sizes_follow_floor(n, split, train_size):
         with pytest.raises(ValueError, match="validation_split=0.99 leaves no training"):
             _fit(_linear(), (x, y), loss="mse", validation_split=split)
         return
-    (tx, _, _), (vx, _, _) = sj.loop._validation_split(x, y, None, split)
+    (tx, _, _), (vx, _, _) = sj.feeding.validation_split(x, y, None, split)
     assert (len(tx), len(vx)) == (train_size, n - train_size)
     np.testing.assert_array_equal(vx, x[train_size:])
 
