@@ -121,48 +121,13 @@ def run(
         returning different structures, bad ``epochs``/``batch_size``, or data that do
         not fit the model or the loss.
     """
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must hold at least one seed (one per member), got none")
-    index("epochs", epochs, 1)
-    index("batch_size", batch_size, 1)
-    if learning_rates is not None:
-        learning_rates = list(learning_rates)
-        if len(learning_rates) != len(seeds):
-            raise ValueError(f"learning_rates must hold one rate per seed: got "
-                             f"{len(learning_rates)} rates for {len(seeds)} seeds")
-    losses.get(loss)
-    if not callable(make_model):
-        raise TypeError(f"make_model must be a callable make_model(seed) -> nnx.Module, "
-                        f"got {make_model!r}")
+    seeds, learning_rates = _checked(seeds, epochs, batch_size, learning_rates, loss,
+                                     make_model)
     x, y = feeding.as_split(train_data, "train_data")
     valid = (None if validation_data is None
              else feeding.as_split(validation_data, "validation_data"))
-
-    models = [make_model(seed) for seed in seeds]
-    for model in models:
-        feeding.check_model(model)
-    first = _signature(models[0])
-    for seed, model in zip(seeds[1:], models[1:], strict=True):
-        if _signature(model) != first:
-            raise ValueError(f"make_model must build the same structure for every seed: "
-                             f"make_model({seed}) differs from make_model({seeds[0]}) in its "
-                             "layers, variables, shapes or dtypes")
-    feeding.check_targets(loss, y, feeding.model_outputs(models[0], x, "train_data"), "train_data")
-    if valid is not None:
-        outputs = feeding.model_outputs(models[0], valid[0], "validation_data")
-        feeding.check_targets(loss, valid[1], outputs, "validation_data")
-
-    states = [init_state(model, tx) for model in models]
-    if learning_rates is not None:
-        for i, rate in enumerate(learning_rates):
-            try:
-                opt_state = optimizers.set_learning_rate(states[i].opt_state, rate)
-            except ValueError as e:
-                raise ValueError(f"learning_rates[{i}]: {e}") from e
-            states[i] = states[i]._replace(opt_state=opt_state)
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    del states
+    models = _members(make_model, seeds, loss, x, y, valid)
+    stacked = _stacked_states(models, tx, learning_rates)
 
     enable_compilation_cache()
     epoch_call = _make_epoch(nnx.graphdef(models[0]), tx, loss)
@@ -184,26 +149,21 @@ def run(
                                    None if tail is None else jnp.asarray(tail))
         outs = jax.device_get(outs)  # each (steps, members)
         skipped = outs.pop("skipped").astype(bool)
-        logs: list[dict[str, float]] = [{} for _ in seeds]
-        for m in range(len(seeds)):
-            ok = ~skipped[:, m]
-            count = float(sizes[ok].sum())
-            sums = feeding.weighted_sums({k: v[:, m] for k, v in outs.items()}, sizes, ok)
-            logs[m] = {k: total / count if count else float("nan") for k, total in sums.items()}
+        logs = _train_logs(outs, skipped, sizes)
         if valid is not None:
             val = jax.device_get(evaluate(stacked, val_x, val_y))
-            for m in range(len(seeds)):
+            for m, member_logs in enumerate(logs):
                 member = feeding.means_of({k: v[m] for k, v in val.items()}, len(valid[0]),
-                                   val_batch)
-                logs[m].update({f"val_{k}": v for k, v in member.items()})
-        for m in range(len(seeds)):
+                                          val_batch)
+                member_logs.update({f"val_{k}": v for k, v in member.items()})
+        for m, member_logs in enumerate(logs):
             try:
-                logs[m]["lr"] = float(optimizers.current_learning_rate(
+                member_logs["lr"] = float(optimizers.current_learning_rate(
                     jax.tree.map(lambda a, m=m: a[m], stacked.opt_state)))
             except ValueError:  # the optimizer exposes no single learning rate
                 pass
-            logs[m]["skipped"] = float(skipped[:, m].sum())
-            for k, v in logs[m].items():
+            member_logs["skipped"] = float(skipped[:, m].sum())
+            for k, v in member_logs.items():
                 histories[m].setdefault(k, []).append(v)
         stacked = stacked._replace(epoch=stacked.epoch + 1)
 
@@ -213,6 +173,73 @@ def run(
         update_model(model, state)
         results.append(SweepRun(histories[m], state, model))
     return results
+
+
+def _checked(seeds: Sequence[int], epochs: int, batch_size: int,
+             learning_rates: Sequence[float] | None, loss: Loss,
+             make_model: Any) -> tuple[list[int], list[float] | None]:
+    """run's arguments checked; ``seeds`` and ``learning_rates`` as lists."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed (one per member), got none")
+    index("epochs", epochs, 1)
+    index("batch_size", batch_size, 1)
+    if learning_rates is not None:
+        learning_rates = list(learning_rates)
+        if len(learning_rates) != len(seeds):
+            raise ValueError(f"learning_rates must hold one rate per seed: got "
+                             f"{len(learning_rates)} rates for {len(seeds)} seeds")
+    losses.get(loss)
+    if not callable(make_model):
+        raise TypeError(f"make_model must be a callable make_model(seed) -> nnx.Module, "
+                        f"got {make_model!r}")
+    return seeds, learning_rates
+
+
+def _members(make_model: Callable[[int], nnx.Module], seeds: list[int], loss: Loss,
+             x: np.ndarray, y: np.ndarray, valid: Any) -> list[nnx.Module]:
+    """One model per seed, all of one structure, checked against the data and loss."""
+    models = [make_model(seed) for seed in seeds]
+    for model in models:
+        feeding.check_model(model)
+    first = _signature(models[0])
+    for seed, model in zip(seeds[1:], models[1:], strict=True):
+        if _signature(model) != first:
+            raise ValueError(f"make_model must build the same structure for every seed: "
+                             f"make_model({seed}) differs from make_model({seeds[0]}) in its "
+                             "layers, variables, shapes or dtypes")
+    outputs = feeding.model_outputs(models[0], x, "train_data")
+    feeding.check_targets(loss, y, outputs, "train_data")
+    if valid is not None:
+        outputs = feeding.model_outputs(models[0], valid[0], "validation_data")
+        feeding.check_targets(loss, valid[1], outputs, "validation_data")
+    return models
+
+
+def _stacked_states(models: list[nnx.Module], tx: optax.GradientTransformation,
+                    learning_rates: list[float] | None) -> TrainState:
+    """The members' initial states stacked along a leading axis, each with its rate."""
+    states = [init_state(model, tx) for model in models]
+    if learning_rates is not None:
+        for i, rate in enumerate(learning_rates):
+            try:
+                opt_state = optimizers.set_learning_rate(states[i].opt_state, rate)
+            except ValueError as e:
+                raise ValueError(f"learning_rates[{i}]: {e}") from e
+            states[i] = states[i]._replace(opt_state=opt_state)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def _train_logs(outs: dict[str, np.ndarray], skipped: np.ndarray,
+                sizes: np.ndarray) -> list[dict[str, float]]:
+    """Each member's epoch means over its finite steps, weighted by batch size."""
+    logs = []
+    for m in range(skipped.shape[1]):
+        ok = ~skipped[:, m]
+        count = float(sizes[ok].sum())
+        sums = feeding.weighted_sums({k: v[:, m] for k, v in outs.items()}, sizes, ok)
+        logs.append({k: total / count if count else float("nan") for k, total in sums.items()})
+    return logs
 
 
 def _signature(model: nnx.Module) -> tuple[Any, ...]:
