@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stablejax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(commands)
+    _add_study(commands)
+    _add_diagnose(commands)
+    return parser
+
+
+def _add_train(commands: Any) -> None:
+    """The ``train`` command's options."""
     train = commands.add_parser(
         "train",
         help="train a dense network and print its per-epoch history",
@@ -145,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes in the run (with --coordinator)")
     train.add_argument("--process-id", type=_natural, default=None, metavar="I",
                        help="this process's index in [0, N) (with --coordinator)")
+
+
+def _add_study(commands: Any) -> None:
+    """The ``study`` command's options."""
     study = commands.add_parser(
         "study",
         help="measure what each technique does and write a report with figures",
@@ -170,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(only with --data fashion_mnist)")
     study.add_argument("--seed", type=_natural, default=0, help="study seed (default: 0)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_diagnose(commands: Any) -> None:
+    """The ``diagnose`` command's options."""
     diagnose = commands.add_parser(
         "diagnose",
         help="measure how a fresh network's signal and gradients propagate",
@@ -186,7 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--plot", default=None, metavar="PATH",
                           help="write the forward/backward figure to this PNG file (its "
                                "directory is created if missing)")
-    return parser
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
