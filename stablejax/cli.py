@@ -218,7 +218,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimizer(args, steps_per_epoch: int):
-    import stablejax as sj
+    from stablejax import optimizers, plateau, schedules
 
     s = (args.decay_epochs or DECAY_EPOCHS) * steps_per_epoch
     boundaries = args.boundaries or BOUNDARIES
@@ -228,9 +228,9 @@ def _optimizer(args, steps_per_epoch: int):
                          f"rates for {len(boundaries)} boundaries")
     schedule = {
         "constant": args.lr,
-        "power": lambda: sj.power_decay(args.lr, s),
-        "exponential": lambda: sj.exponential_decay(args.lr, s),
-        "piecewise": lambda: sj.piecewise_constant(
+        "power": lambda: schedules.power_decay(args.lr, s),
+        "exponential": lambda: schedules.exponential_decay(args.lr, s),
+        "piecewise": lambda: schedules.piecewise_constant(
             [b * steps_per_epoch for b in boundaries], values),
         "plateau": args.lr,
     }[args.schedule]
@@ -238,14 +238,14 @@ def _optimizer(args, steps_per_epoch: int):
     common = dict(clipvalue=args.clipvalue, clipnorm=args.clipnorm,
                   global_clipnorm=args.global_clipnorm)
     if args.schedule == "plateau":
-        common["plateau"] = sj.reduce_on_plateau(
+        common["plateau"] = plateau.reduce_on_plateau(
             factor=args.factor or FACTOR, patience=args.plateau_patience or PLATEAU_PATIENCE,
             learning_rate=args.lr)
     if args.optimizer == "momentum":
-        return sj.sgd(schedule, momentum=0.9, **common)
+        return optimizers.sgd(schedule, momentum=0.9, **common)
     if args.optimizer == "nesterov":
-        return sj.sgd(schedule, momentum=0.9, nesterov=True, **common)
-    return getattr(sj, args.optimizer)(schedule, **common)
+        return optimizers.sgd(schedule, momentum=0.9, nesterov=True, **common)
+    return getattr(optimizers, args.optimizer)(schedule, **common)
 
 
 def _load(args):
@@ -314,7 +314,7 @@ def train_command(args: argparse.Namespace) -> int:
     holds the run says so and continues it (or prints its history when it is complete).
     """
 
-    import stablejax as sj
+    from stablejax import checkpoint, train
     from stablejax.compilation_cache import enable
 
     unused = _unused_option(args)
@@ -334,14 +334,14 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 2
     if args.checkpoint_dir is not None:
-        done = sj.checkpoint.latest_epoch(args.checkpoint_dir)
+        done = checkpoint.latest_epoch(args.checkpoint_dir)
         if done is not None and done >= args.epochs:
             print(f"{args.checkpoint_dir} already holds a complete run ({done} of "
                   f"{args.epochs} epochs): its history follows")
         elif done is not None:
             print(f"resuming from epoch {done + 1} of {args.epochs} in {args.checkpoint_dir}")
     try:
-        history = sj.train.fit(
+        history = train.fit(
             model,
             tx,
             splits.train,
@@ -360,11 +360,11 @@ def train_command(args: argparse.Namespace) -> int:
     except ValueError as error:  # another run's checkpoint (CheckpointError is one too)
         print(f"stablejax: error: {_short(error)}", file=sys.stderr)
         return 2
-    except sj.train.NonFiniteError as error:
+    except train.NonFiniteError as error:
         print(f"stablejax: error: {error}", file=sys.stderr)
         return 1
     print(_table(history.history))
-    test = sj.train.evaluate(model, history.state, splits.test,
+    test = train.evaluate(model, history.state, splits.test,
                              loss="sparse_categorical_crossentropy_from_logits")
     print(f"test: loss {test['loss']:.4g}  accuracy {test['accuracy']:.4g}")
     return 0
@@ -394,16 +394,17 @@ def _mesh(args: argparse.Namespace) -> Any:
 
 def _setup(args):
 
-    import stablejax as sj
+    from stablejax import callbacks as callbacks_
+    from stablejax import data, train
 
     splits, input_shape, classes = _load(args)
-    steps_per_epoch = sj.data.num_batches(len(splits.train.x), args.batch_size)
+    steps_per_epoch = data.num_batches(len(splits.train.x), args.batch_size)
     model = _model(args, input_shape, classes)
-    callbacks: list[sj.callbacks.Callback] = []
+    callbacks: list[callbacks_.Callback] = []
     if args.schedule == "plateau":
-        callbacks.append(sj.train.ReduceLROnPlateau("val_loss"))
+        callbacks.append(train.ReduceLROnPlateau("val_loss"))
     if args.patience is not None:
-        callbacks.append(sj.train.EarlyStopping("val_loss", patience=args.patience,
+        callbacks.append(train.EarlyStopping("val_loss", patience=args.patience,
                                                 restore_best_weights=True))
     return splits, model, _optimizer(args, steps_per_epoch), callbacks
 
@@ -413,14 +414,14 @@ def _model(args: argparse.Namespace, input_shape: tuple[int, ...], classes: int)
     import jax
     from flax import nnx
 
-    import stablejax as sj
+    from stablejax import initializers, nn
 
-    kernel_init: sj.initializers.Initializer | None = None
+    kernel_init: initializers.Initializer | None = None
     if args.init == "normal":
         kernel_init = jax.nn.initializers.normal(1.0)
     elif args.init is not None:
-        kernel_init = getattr(sj.initializers, args.init)()
-    return sj.nn.mlp(
+        kernel_init = getattr(initializers, args.init)()
+    return nn.mlp(
         args.hidden,
         input_shape=input_shape,
         activation=args.activation,
