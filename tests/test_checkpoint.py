@@ -211,12 +211,7 @@ def test_overwritten_data_byte(tmp_path):
     # manifest's checksums must catch it.
     path = tmp_path / "c"
     checkpoint.save(path, run_state(width=2000))
-    target = data_files(path)[0]
-    with open(target, "r+b") as f:
-        f.seek(target.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    _flip_byte(path)
     with pytest.raises(CheckpointError, match=str(path)):
         checkpoint.restore(path, run_state(width=2000))
 
