@@ -26,7 +26,7 @@ def resolve(monitor: str, mode: str) -> str:
     return "max" if "acc" in monitor else "min"
 
 
-def sign(mode: str) -> float:
+def sign_of(mode: str) -> float:
     """``+1`` for ``"min"``, ``-1`` for ``"max"``: ``sign * value`` is to be lowered."""
     check_mode(mode, auto=False)
     return MODES[mode]

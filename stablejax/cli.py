@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stablejax import _extras
+from stablejax._extras import require as require_extra
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "nadam")
 SCHEDULES = ("constant", "power", "exponential", "piecewise", "plateau")
@@ -468,7 +468,7 @@ def diagnose_command(args: argparse.Namespace) -> int:
 
     try:
         if args.plot is not None:  # before the work, not after the table
-            _extras.require("matplotlib", "diagnose --plot")
+            require_extra("matplotlib", "diagnose --plot")
             diagnostics.check_plot_path(args.plot, "--plot")
         batch, input_shape, classes = _diagnose_batch(args)
         model = _model(args, input_shape, classes)
@@ -500,7 +500,7 @@ def study_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     enable()
     try:
-        _extras.require("matplotlib", "stablejax study")  # its figures, written at the end
+        require_extra("matplotlib", "stablejax study")  # its figures, written at the end
         result = study.run(args.out, data=args.data, data_dir=args.data_dir,
                            budget=args.budget, sections=args.only, seed=args.seed,
                            progress=not args.quiet,

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from stablejax import _extras
 from stablejax._checks import check_range, index, non_negative
+from stablejax._extras import require as require_extra
 
 __all__ = [
     "Split",
@@ -148,14 +148,14 @@ def _digits_file() -> str:
     """The digits CSV that ships inside scikit-learn (the ``data`` extra).
 
     Found without importing scikit-learn, which takes over a second, most of a short
-    run's start; when it is not installed, ``_extras.require`` raises the ``ImportError``
+    run's start; when it is not installed, ``stablejax._extras.require`` raises the ``ImportError``
     that names the extra to install.
     """
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        folder = list(_extras.require("sklearn", "the digits set").__path__)[0]
+        folder = list(require_extra("sklearn", "the digits set").__path__)[0]
     else:
         folder = os.path.dirname(spec.origin)
     path = os.path.join(folder, "datasets", "data", "digits.csv.gz")

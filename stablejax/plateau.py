@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax import _monitor
 from stablejax._checks import check_range, non_negative, positive, require_int
+from stablejax._monitor import improves, sign_of
 
 # The update function of each transformation `reduce_on_plateau` returned (weak: it goes
 # with the transformation).
@@ -68,7 +68,7 @@ def _advance(state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
     wait = jnp.where(in_cooldown, 0, state.wait)
 
     # Keras starts from best = None: the first value always improves.
-    improved = (state.count == 0) | _monitor.improves(state.sign, value, state.min_delta,
+    improved = (state.count == 0) | improves(state.sign, value, state.min_delta,
                                                       state.best)
     best = jnp.where(improved, value, state.best)
     counting = ~improved & (cooldown_counter == 0)
@@ -171,7 +171,7 @@ def reduce_on_plateau(
     require_int("cooldown", cooldown, 0)
     non_negative("min_lr", min_lr)
     positive("learning_rate", learning_rate)
-    sign = _monitor.sign(mode)
+    sign = sign_of(mode)
 
     def hyperparameters():
         return _hyperparameters(factor, patience, min_delta, cooldown, min_lr, learning_rate, sign)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stablejax import _monitor
 from stablejax._checks import require, require_int
+from stablejax._monitor import improves, sign_of
 
 __all__ = ["EarlyStoppingState", "EarlyStoppingFns", "early_stopping"]
 
@@ -97,7 +97,7 @@ def early_stopping(
     require_int("start_from_epoch", start_from_epoch, 0)
     if baseline is not None:
         require("baseline", baseline, lambda v: v == v, "any number but NaN")
-    sign = _monitor.sign(mode)
+    sign = sign_of(mode)
 
     def init() -> EarlyStoppingState:
         return EarlyStoppingState(
@@ -113,9 +113,9 @@ def early_stopping(
         monitored = epoch >= start_from_epoch
         # Keras starts from best = None: the first monitored value always improves.
         first = state.best_epoch < 0
-        improved = monitored & (first | _monitor.improves(sign, value, min_delta, state.best))
+        improved = monitored & (first | improves(sign, value, min_delta, state.best))
         beats_baseline = (True if baseline is None
-                          else _monitor.improves(sign, value, min_delta, baseline))
+                          else improves(sign, value, min_delta, baseline))
         wait = jnp.where(monitored, state.wait + 1, state.wait)
         wait = jnp.where(improved & beats_baseline, 0, wait)
         stop = monitored & ~improved & (wait >= patience) & (epoch > 0)

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stablejax import _monitor, optimizers, plateau
+from stablejax import optimizers, plateau
 from stablejax._checks import check_range, non_negative, require_int
+from stablejax._monitor import check_mode, improves, resolve, sign_of
 from stablejax.callbacks.base import Callback, check_verbose
 from stablejax.steps import TrainState
 from stablejax.stopping import EarlyStoppingFns, early_stopping
@@ -51,19 +52,19 @@ class MonitorCallback(Callback):
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
         if not isinstance(monitor, str):
             raise ValueError(f"monitor must be the name of a logged value, got {monitor!r}")
-        _monitor.check_mode(mode)
+        check_mode(mode)
         non_negative("min_delta", min_delta)
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
 
     @property
     def resolved_mode(self) -> str:
         """``"min"`` or ``"max"``: ``mode`` with ``"auto"`` resolved from ``monitor``."""
-        return _monitor.resolve(self.monitor, self.mode)
+        return resolve(self.monitor, self.mode)
 
     @property
     def sign(self) -> float:
         """``+1`` in "min" mode, ``-1`` in "max": ``sign * value`` is to be lowered."""
-        return _monitor.sign(self.resolved_mode)
+        return sign_of(self.resolved_mode)
 
     def monitored(self, logs: dict[str, float]) -> float:
         """``logs[monitor]``; ``ValueError`` listing the logged names when it is missing
@@ -79,7 +80,7 @@ class MonitorCallback(Callback):
     def improves(self, value: Any, best: Any) -> bool:
         """Whether ``value`` improves on ``best`` by more than ``min_delta``, all three
         taken in float32 (as the ``reduce_on_plateau`` transform compares them)."""
-        return bool(_monitor.improves(self.sign, jnp.float32(value),
+        return bool(improves(self.sign, jnp.float32(value),
                                       jnp.float32(self.min_delta), jnp.float32(best)))
 
 

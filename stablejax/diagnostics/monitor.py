@@ -14,7 +14,7 @@ from flax import nnx
 
 from stablejax import nn
 from stablejax.callbacks import Callback
-from stablejax.diagnostics import _probes
+from stablejax.diagnostics._probes import instrument, join, recorded_call, std
 from stablejax.diagnostics.thresholds import ORDER_OF_MAGNITUDE
 from stablejax.steps import TrainState
 
@@ -46,18 +46,18 @@ def _kernels_in_call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> l
     :func:`~stablejax.diagnostics.signal_propagation`; a
     ``Stack``'s kernels per block, named as :func:`_kernel_grads` names them.
     """
-    clone, sites = _probes.instrument(model)
+    clone, sites = instrument(model)
     clone.train()
     graphdef, state = nnx.split(clone)
     called: list[int] = []
 
     def forward(state: nnx.State, x: jax.Array) -> Any:
-        outputs, recording = _probes.recorded_call(nnx.merge(graphdef, state, copy=True), x)
+        outputs, recording = recorded_call(nnx.merge(graphdef, state, copy=True), x)
         called[:] = [site for site, _, _ in recording.seen]
         return outputs
 
     jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    names = [_probes.join(sites[s].name, "kernel") for s in called if sites[s].kernel is not None]
+    names = [join(sites[s].name, "kernel") for s in called if sites[s].kernel is not None]
     return list(dict.fromkeys(names))
 
 
@@ -151,7 +151,7 @@ class GradientMonitor(Callback):
         if len(self._kernels) >= 3:  # a first and a last hidden kernel, then the output's
             kernels = dict(_kernel_grads(grads))
             first, last = kernels[self._kernels[0]], kernels[self._kernels[-2]]
-            out["grad_ratio"] = _probes.std(first) / _probes.std(last)
+            out["grad_ratio"] = std(first) / std(last)
         return out
 
     def on_epoch_end(

@@ -18,7 +18,17 @@ import numpy as np
 from flax import nnx
 
 from stablejax import initializers, losses
-from stablejax.diagnostics import _probes, _verdict
+from stablejax.diagnostics._probes import (
+    Probed,
+    Site,
+    check_model,
+    expected_variance,
+    has_kernel,
+    instrument,
+    recorded_call,
+    std,
+)
+from stablejax.diagnostics._verdict import verdict as judge
 from stablejax.diagnostics.report import LayerStats, SignalReport
 from stablejax.diagnostics.thresholds import SATURATED_DERIVATIVE, SATURATING
 
@@ -113,17 +123,17 @@ def signal_propagation(
         >>> [row.name for row in report.layers][:2], report.verdict
         (['layers/1', 'layers/2'], 'healthy')
     """
-    _probes.check_model(model)
+    check_model(model)
     loss_fn = losses.get(loss)
     x, y = _checked_batch(batch)
-    clone, sites = _probes.instrument(model)
+    clone, sites = instrument(model)
     clone.train()
     graphdef, params, rest = nnx.split(clone, nnx.Param, ...)  # type: ignore[misc]
     called: list[int] = []  # the site of each measured call, set by every trace
 
     def forward(params: nnx.State, probes: Sequence[jax.Array] | None):
         module = nnx.merge(graphdef, params, rest, copy=True)
-        outputs, recording = _probes.recorded_call(module, x, probes)
+        outputs, recording = recorded_call(module, x, probes)
         called[:] = [site for site, _, _ in recording.seen]
         return outputs, [(pre, out) for _, pre, out in recording.seen]
 
@@ -137,7 +147,7 @@ def signal_propagation(
         """Each measured kernel layer's kernel (or gradient) in ``state``, by site."""
         return {m.site: m.layer.kernel[...]
                 for _, m in nnx.iter_modules(nnx.merge(graphdef, state, rest))
-                if isinstance(m, _probes.Probed) and _probes.has_kernel(m.layer)}
+                if isinstance(m, Probed) and has_kernel(m.layer)}
 
     def objective(params: nnx.State, probes: list[jax.Array]):
         outputs, seen = forward(params, probes)
@@ -221,7 +231,6 @@ def _check_loss(loss_fn: Callable[..., Any], outputs: Any, y: jax.Array) -> None
 def _figures(applies: str, pre: jax.Array, out: jax.Array, grad: jax.Array,
              kernel: jax.Array | None, kernel_grad: jax.Array | None) -> dict[str, jax.Array]:
     """One layer's figures, as 0-d arrays (computed inside the compiled pass)."""
-    std = _probes.std
     out32 = out.astype(jnp.float32)
     figures = {"pre_mean": jnp.mean(pre.astype(jnp.float32)), "pre_std": std(pre),
                "act_mean": jnp.mean(out32), "act_std": std(out), "grad_std": std(grad)}
@@ -236,12 +245,12 @@ def _figures(applies: str, pre: jax.Array, out: jax.Array, grad: jax.Array,
     return figures
 
 
-def _layer_stats(site: _probes.Site, figures: dict[str, Any]) -> LayerStats:
+def _layer_stats(site: Site, figures: dict[str, Any]) -> LayerStats:
     kernel = site.kernel
     fan_in = table_std = None
     if kernel is not None:
         fan_in = int(initializers.compute_fans(kernel.shape)[0])
-        expected = _probes.expected_variance(site.feeds, kernel.shape)
+        expected = expected_variance(site.feeds, kernel.shape)
         table_std = None if expected is None else math.sqrt(expected[1])
     value = {k: float(v) for k, v in figures.items()}
     return LayerStats(
@@ -253,7 +262,7 @@ def _layer_stats(site: _probes.Site, figures: dict[str, Any]) -> LayerStats:
     )
 
 
-def _activation_row(calls: list[_probes.Site], k: int) -> int:
+def _activation_row(calls: list[Site], k: int) -> int:
     """A kernel layer's activation row: its own, else the next activation layer before
     the next kernel layer (``batch_norm="before"``), else its affine output."""
     if calls[k].applies != "linear":
@@ -266,7 +275,7 @@ def _activation_row(calls: list[_probes.Site], k: int) -> int:
     return k
 
 
-def _report(layers: list[LayerStats], calls: list[_probes.Site], loss: float) -> SignalReport:
+def _report(layers: list[LayerStats], calls: list[Site], loss: float) -> SignalReport:
     """The report on the measured rows; ``calls``: the layer of each row."""
     kernel_rows = [i for i, site in enumerate(calls) if site.kernel is not None]
     hidden = list(range(kernel_rows[-1]))  # every row before the output layer's
@@ -276,7 +285,7 @@ def _report(layers: list[LayerStats], calls: list[_probes.Site], loss: float) ->
     forward_ratio = _ratio(layers[act_rows[-1]].act_std, layers[act_rows[0]].act_std)
     saturated = max([layers[i].saturated or 0.0 for i in hidden], default=0.0)
     dead = max([layers[i].dead or 0.0 for i in hidden], default=0.0)
-    verdict, reason = _verdict.verdict(layers, kernel_rows, act_rows, hidden, loss,
+    verdict, reason = judge(layers, kernel_rows, act_rows, hidden, loss,
                                        grad_ratio, forward_ratio)
     return SignalReport(layers, loss, grad_ratio, forward_ratio, saturated, dead,
                         verdict, reason)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stablejax import initializers
-from stablejax.diagnostics import _probes
+from stablejax.diagnostics._probes import check_model, expected_variance, instrument
 from stablejax.diagnostics.thresholds import VARIANCE_TOLERANCE
 
 __all__ = ["Recommendation", "recommend"]
@@ -60,8 +60,8 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
         [('layers/1', 'elu', 784, True), ('layers/2', 'elu', 300, True),
          ('layers/3', 'softmax', 100, True)]
     """
-    _probes.check_model(model)
-    _, sites = _probes.instrument(model)
+    check_model(model)
+    _, sites = instrument(model)
     rows = []
     for site in sites:
         kernel = site.kernel
@@ -69,7 +69,7 @@ def recommend(model: nnx.Module) -> list[Recommendation]:
             continue
         fan_in = int(initializers.compute_fans(kernel.shape)[0])
         variance = float(jnp.var(kernel.astype(jnp.float32)))
-        init, target = _probes.expected_variance(site.feeds, kernel.shape) or (None, None)
+        init, target = expected_variance(site.feeds, kernel.shape) or (None, None)
         if not math.isfinite(variance):
             ok, problem = False, "kernel holds NaN or infinite values"
         elif target is None:

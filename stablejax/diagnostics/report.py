@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from stablejax import _extras
 from stablejax._checks import writable_directory
+from stablejax._extras import require as require_extra
 
 __all__ = ["LayerStats", "SignalReport", "check_plot_path", "fmt"]
 
@@ -121,8 +121,8 @@ class SignalReport:
         path whose directory is created if missing.
         """
         path = check_plot_path(path)
-        figure = _extras.require("matplotlib.figure", "plotting")
-        agg = _extras.require("matplotlib.backends.backend_agg", "plotting")
+        figure = require_extra("matplotlib.figure", "plotting")
+        agg = require_extra("matplotlib.backends.backend_agg", "plotting")
         fig = figure.Figure(figsize=(max(6.0, 0.3 * len(self.layers)), 4.5), layout="constrained")
         agg.FigureCanvasAgg(fig)
         ax = fig.subplots()

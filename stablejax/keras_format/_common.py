@@ -13,14 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stablejax import _extras, nn
+from stablejax import nn
+from stablejax._extras import require as require_extra
 
 PathLike = str | os.PathLike
 
 
 def h5py() -> ModuleType:
     """The h5py module (the ``keras`` extra), imported on first use."""
-    return _extras.require("h5py", "reading and writing .keras files")
+    return require_extra("h5py", "reading and writing .keras files")
 
 
 def check_path(path: Any) -> str:

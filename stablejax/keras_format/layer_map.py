@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from stablejax import activations, nn
-from stablejax.keras_format import _common
+from stablejax.keras_format._common import keras_object, variable
 
 LAYERS = (
     "InputLayer", "Flatten", "Dense", "BatchNormalization", "Activation", "PReLU",
@@ -215,7 +215,7 @@ def dtype_policy() -> dict[str, Any]:
 
 def _initializer(class_name: str) -> dict[str, Any]:
     cfg = {"seed": None} if class_name == "GlorotUniform" else {}
-    return _common.keras_object("keras.initializers", class_name, cfg)
+    return keras_object("keras.initializers", class_name, cfg)
 
 
 def _keras_activation(module: nnx.Module, where: str) -> tuple[str | None, dict[str, Any]]:
@@ -304,7 +304,7 @@ def _batch_norm(layer: nn.BatchNorm, i: int, where: str, sample: tuple[int, ...]
         "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
         "gamma_constraint": None, "synchronized": False,
     }
-    weights = [(f"layers/{i}/{name}", _common.variable(layer, name)[...])
+    weights = [(f"layers/{i}/{name}", variable(layer, name)[...])
                for name, used in (("scale", layer.use_scale), ("bias", layer.use_bias))
                if used]
     trainable = len(weights)

@@ -14,7 +14,7 @@ from typing import Any
 import optax
 
 from stablejax import optimizers, schedules
-from stablejax.keras_format import _common
+from stablejax.keras_format._common import keras_object, snake
 
 OPTIMIZERS = ("SGD", "Adagrad", "RMSprop", "Adam", "Nadam")
 SCHEDULES = ("ExponentialDecay", "PiecewiseConstantDecay", "InverseTimeDecay")
@@ -68,7 +68,7 @@ def _schedule_description(description: Any) -> dict[str, Any]:
     if "staircase" in _SCHEDULE_KEYS[name]:
         cfg.setdefault("staircase", False)
     cfg.setdefault("name", name)
-    return _common.keras_object("keras.optimizers.schedules", name, cfg)
+    return keras_object("keras.optimizers.schedules", name, cfg)
 
 
 def to_schedule(description: dict[str, Any]) -> optax.Schedule:
@@ -219,7 +219,7 @@ def keras_optimizer(tx: optax.GradientTransformation) -> tuple[str, dict[str, An
              for key in ("clipnorm", "global_clipnorm", "clipvalue")}
     own = {key: type(default)(args[key])  # Keras checks that a float is a float
            for key, default in _HYPERPARAMETERS[class_name].items() if key != "learning_rate"}
-    return class_name, {"name": _common.snake(class_name), "learning_rate": learning_rate,
+    return class_name, {"name": snake(class_name), "learning_rate": learning_rate,
                         **_BASE_OPTIONS, **clips, **own}
 
 

@@ -16,7 +16,18 @@ import optax
 from flax import nnx
 
 from stablejax import steps
-from stablejax.keras_format import _common, layer_map, optimizer_map, optimizer_state
+from stablejax.keras_format import layer_map, optimizer_map, optimizer_state
+from stablejax.keras_format._common import (
+    PathLike,
+    check_path,
+    h5_names,
+    path_leaves,
+    tree_from,
+    variable,
+)
+from stablejax.keras_format._common import (
+    h5py as h5py_module,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -53,7 +64,7 @@ def _read(path: str) -> tuple[dict[str, Any], bytes]:
 
 
 def _open_h5(blob: bytes, path: str) -> h5py.File:
-    h5 = _common.h5py()
+    h5 = h5py_module()
     try:
         return h5.File(io.BytesIO(blob), "r")
     except OSError as err:
@@ -71,14 +82,14 @@ def _arrays(h5: h5py.File, group: str, path: str, what: str) -> list[np.ndarray]
     return [np.asarray(entries[key]) for key in keys]
 
 
-def config(path: _common.PathLike) -> dict[str, Any]:
+def config(path: PathLike) -> dict[str, Any]:
     """The parsed ``config.json`` of a ``.keras`` file: the model's layers and, under
     ``"compile_config"``, its optimizer, loss and metrics as Keras wrote them."""
-    return _read(_common.check_path(path))[0]
+    return _read(check_path(path))[0]
 
 
 def load(
-    path: _common.PathLike,
+    path: PathLike,
 ) -> tuple[nnx.Sequential, optax.GradientTransformationExtraArgs | None, steps.TrainState | None]:
     """Reads a Keras 3 ``.keras`` file as ``(model, tx, state)``.
 
@@ -103,12 +114,12 @@ def load(
       FileNotFoundError: when ``path`` does not exist.
       TypeError: when ``path`` is not a str or path-like.
     """
-    path = _common.check_path(path)
+    path = check_path(path)
     cfg, blob = _read(path)
     layers, sample = layer_map.chain(cfg, path)
     plans = layer_map.plan_layers(layers, sample, path)
     model = nnx.Sequential(*[plan.module for plan in plans])
-    groups = _common.h5_names([layer.get("class_name", "") for layer in layers])
+    groups = h5_names([layer.get("class_name", "") for layer in layers])
     with _open_h5(blob, path) as h5:
         trainable = _load_weights(h5, plans, groups, path)
         description = (cfg.get("compile_config") or {}).get("optimizer")
@@ -144,7 +155,7 @@ def _load_weights(
                 raise ValueError(
                     f"{path}: layer {plan.keras_name!r}: weight {k} ({attribute}) has "
                     f"shape {array.shape}, expected {shape}")
-            _common.variable(plan.module, attribute)[...] = jnp.asarray(array, jnp.float32)
+            variable(plan.module, attribute)[...] = jnp.asarray(array, jnp.float32)
         trainable += [f"layers/{i}/{a}" for a, _ in plan.weights[: plan.trainable]]
     return trainable
 
@@ -213,7 +224,7 @@ def _slots(
 ) -> dict[str, Any]:
     """Keras's optimizer variables by slot: a scalar, or a tree like ``like`` (the
     parameters); raises naming a variable of the wrong shape."""
-    params = dict(_common.path_leaves(like))
+    params = dict(path_leaves(like))
     per_slot: dict[str, dict[str, np.ndarray]] = {}
     slots: dict[str, Any] = {}
     for k, ((slot, index), value) in enumerate(zip(layout, values, strict=True)):
@@ -230,7 +241,7 @@ def _slots(
                 f"{value.shape}, expected {params[target].shape}")
         per_slot.setdefault(slot, {})[target] = value
     for slot, by_path in per_slot.items():
-        slots[slot] = _common.tree_from(like, by_path)
+        slots[slot] = tree_from(like, by_path)
     return slots
 
 

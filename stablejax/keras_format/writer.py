@@ -16,7 +16,17 @@ import optax
 from flax import nnx
 
 from stablejax import nn, steps
-from stablejax.keras_format import _common, layer_map, optimizer_map, optimizer_state
+from stablejax.keras_format import layer_map, optimizer_map, optimizer_state
+from stablejax.keras_format._common import (
+    PathLike,
+    check_path,
+    h5_names,
+    keras_object,
+    path_leaves,
+)
+from stablejax.keras_format._common import (
+    h5py as h5py_module,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -41,12 +51,12 @@ def _keras_loss(loss: Any) -> Any:
         raise ValueError(f"loss must be a loss name (str), got {loss!r}")
     if loss in _LOGIT_LOSSES:
         class_name, cfg = _LOGIT_LOSSES[loss]
-        return _common.keras_object("keras.losses", class_name, dict(cfg))
+        return keras_object("keras.losses", class_name, dict(cfg))
     return loss
 
 
 def save(
-    path: _common.PathLike,
+    path: PathLike,
     model: nnx.Sequential,
     state: steps.TrainState | None = None,
     tx: optax.GradientTransformation | None = None,
@@ -97,16 +107,16 @@ def save(
         ``tx``, a missing ``input_shape``, or a ``path`` that is a directory.
       TypeError: for a ``path`` that is not a str or path-like.
     """
-    path = _common.check_path(path)
+    path = check_path(path)
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory; save writes a .keras file (a zip "
                          "archive), e.g. os.path.join(path, 'model.keras')")
-    h5py = _common.h5py()
+    h5py = h5py_module()
     model = _model_to_save(model, state)
     sample = _sample_shape(model, input_shape)
     described = optimizer_map.keras_optimizer(tx) if tx is not None else None
     specs = layer_map.keras_layers(model, sample)
-    names = _common.h5_names([class_name for class_name, *_ in specs])
+    names = h5_names([class_name for class_name, *_ in specs])
     model_cfg = _model_config(names, specs, sample)
     h5_bytes = io.BytesIO()
     with h5py.File(h5_bytes, "w") as h5:
@@ -115,7 +125,7 @@ def save(
             class_name, full = described
             full = _write_optimizer(h5, class_name, full, model, state, tx, trainable)
             model_cfg["compile_config"] = {
-                "optimizer": _common.keras_object("keras.optimizers", class_name, full),
+                "optimizer": keras_object("keras.optimizers", class_name, full),
                 "loss": _keras_loss(loss), "loss_weights": None,
                 "metrics": list(metrics) or None,
                 "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
@@ -159,13 +169,13 @@ def _model_config(
 ) -> dict[str, Any]:
     """``config.json``'s Sequential model (without its compile config)."""
     batch_shape = [None, *sample]
-    layer_configs: list[dict[str, Any]] = [_common.keras_object("keras.layers", "InputLayer", {
+    layer_configs: list[dict[str, Any]] = [keras_object("keras.layers", "InputLayer", {
         "batch_shape": batch_shape, "dtype": "float32", "sparse": False, "ragged": False,
         "name": "input_layer", "optional": False})]
     for name, (class_name, cfg, _, _) in zip(names, specs, strict=True):
         layer_cfg = {"name": name, "trainable": True, "dtype": layer_map.dtype_policy(), **cfg}
-        layer_configs.append(_common.keras_object("keras.layers", class_name, layer_cfg))
-    model_cfg = _common.keras_object("keras", "Sequential", {
+        layer_configs.append(keras_object("keras.layers", class_name, layer_cfg))
+    model_cfg = keras_object("keras", "Sequential", {
         "name": "sequential", "trainable": True, "dtype": layer_map.dtype_policy(),
         "layers": layer_configs, "build_input_shape": batch_shape})
     model_cfg["build_config"] = {"input_shape": batch_shape}
@@ -205,7 +215,7 @@ def _write_optimizer(
     if not isinstance(full["learning_rate"], dict):
         # As Keras writes it: the current rate, a float32 value.
         full = {**full, "learning_rate": float(np.float32(slots["learning_rate"]))}
-    trees = {slot: dict(_common.path_leaves(value)) for slot, value in slots.items()
+    trees = {slot: dict(path_leaves(value)) for slot, value in slots.items()
              if not isinstance(value, jax.Array | np.ndarray)}
     group = h5.create_group("optimizer/vars")
     group.attrs["name"] = full["name"]
