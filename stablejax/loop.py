@@ -226,9 +226,9 @@ def fit(
     _check_tx(tx)
     losses.get(loss)
     check_range("validation_split", validation_split, 0, 1, high_open=True)
-    data = _training_data(model, loss, train_data, validation_data, validation_split,
-                          sample_weight, class_weight, metrics, callbacks)
     metrics, callbacks = metrics_.as_metrics(metrics, loss), _as_callbacks(callbacks)
+    data = _training_data(model, loss, train_data, validation_data, validation_split,
+                          sample_weight, class_weight)
     if run_config is not None and not isinstance(run_config, dict):
         raise TypeError("run_config must be a dict of settings, got "
                         f"{feeding.describe(run_config)}")
@@ -315,11 +315,9 @@ class _Data:
 
 
 def _training_data(model: nnx.Module, loss: Loss, train_data: Any, validation_data: Any,
-                   validation_split: float, sample_weight: Any, class_weight: Any,
-                   metrics: Any, callbacks: Any) -> _Data:
+                   validation_split: float, sample_weight: Any, class_weight: Any) -> _Data:
     """fit's data checked against the model and the loss, with Keras's
-    ``validation_split`` taken and ``class_weight`` turned into per-sample weights
-    (``metrics`` and ``callbacks`` are checked in between, in fit's order of errors)."""
+    ``validation_split`` taken and ``class_weight`` turned into per-sample weights."""
     x, y = feeding.as_split(train_data, "train_data")
     w = None if sample_weight is None else feeding.as_sample_weight(sample_weight, len(x),
                                                                     "sample_weight")
@@ -331,8 +329,6 @@ def _training_data(model: nnx.Module, loss: Loss, train_data: Any, validation_da
         valid = feeding.as_weighted_split(validation_data, "validation_data")
     elif validation_split:
         (x, y, w), valid = feeding.validation_split(x, y, w, validation_split)
-    metrics_.as_metrics(metrics, loss)
-    _as_callbacks(callbacks)
     outputs = feeding.model_outputs(model, x, "train_data")
     feeding.check_targets(loss, y, outputs, "train_data")
     if valid is not None:
