@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         feeding,
         keras_format,
         loop,
+        lr_finder,
         metrics,
         nn,
         resuming,
@@ -93,16 +94,18 @@ if TYPE_CHECKING:
         transfer,
     )
     from stablejax.loop import fit
+    from stablejax.lr_finder import lr_find
 
 __version__ = "0.1.0"
 
 # Loaded on first use: they import Flax, Orbax, scikit-learn or tqdm.
 _LAZY_MODULES = (
     "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "distributed",
-    "evaluation", "feeding", "keras_format", "loop", "metrics", "nn", "resuming", "steps",
+    "evaluation", "feeding", "keras_format", "loop", "lr_finder", "metrics", "nn",
+    "prescription", "resuming", "steps",
     "study", "sweep", "train", "transfer",
 )
-_LAZY_NAMES = {"fit": "loop"}
+_LAZY_NAMES = {"fit": "loop", "lr_find": "lr_finder", "prescribe": "prescription"}
 
 
 def __getattr__(name: str) -> Any:
@@ -136,6 +139,7 @@ __all__ = [
     "keras_format",
     "loop",
     "losses",
+    "lr_finder",
     "metrics",
     "nn",
     "optimizers",
@@ -176,6 +180,7 @@ __all__ = [
     "power_decay",
     "warmup",
     "fit",
+    "lr_find",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMomentumState",

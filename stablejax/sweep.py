@@ -22,7 +22,7 @@ up to float32 rounding (``vmap`` batches the matmuls differently)::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -55,12 +55,15 @@ class SweepRun:
     ``history[key]`` holds one value per epoch (the keys of ``fit``'s history: ``loss``,
     each metric, their ``val_`` versions, ``lr`` and ``skipped``), ``state`` the member's
     final :class:`~stablejax.steps.TrainState` and ``model`` the member's model, updated
-    with it.
+    with it. ``step_losses`` holds the training loss of every update in order (the
+    batch's mean, as ``fit``'s epoch means are built from), NaN for a skipped
+    (non-finite) step.
     """
 
     history: dict[str, list[float]]
     state: TrainState
     model: nnx.Module
+    step_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def run(
@@ -141,6 +144,7 @@ def run(
         val_x, val_y = jnp.asarray(valid[0]), jnp.asarray(valid[1])
 
     histories: list[dict[str, list[float]]] = [{} for _ in seeds]
+    step_losses: list[np.ndarray] = []
     for epoch in range(epochs):
         rows, tail = batching.epoch(epoch)
         # Only the full batches: fit's padding row (when all samples are in the tail) is
@@ -149,6 +153,7 @@ def run(
                                    None if tail is None else jnp.asarray(tail))
         outs = jax.device_get(outs)  # each (steps, members)
         skipped = outs.pop("skipped").astype(bool)
+        step_losses.append(np.where(skipped, np.nan, outs["loss"]))
         logs = _train_logs(outs, skipped, sizes)
         if valid is not None:
             val = jax.device_get(evaluate(stacked, val_x, val_y))
@@ -168,10 +173,11 @@ def run(
         stacked = stacked._replace(epoch=stacked.epoch + 1)
 
     results = []
+    losses_per_step = np.concatenate(step_losses)  # (updates, members)
     for m, model in enumerate(models):
         state = jax.tree.map(lambda a, m=m: a[m], stacked)
         update_model(model, state)
-        results.append(SweepRun(histories[m], state, model))
+        results.append(SweepRun(histories[m], state, model, losses_per_step[:, m]))
     return results
 
 
