@@ -86,6 +86,8 @@ if TYPE_CHECKING:
         lr_finder,
         metrics,
         nn,
+        prescription,
+        remedies,
         resuming,
         steps,
         study,
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
     )
     from stablejax.loop import fit
     from stablejax.lr_finder import lr_find
+    from stablejax.prescription import prescribe
 
 __version__ = "0.1.0"
 
@@ -102,7 +105,7 @@ __version__ = "0.1.0"
 _LAZY_MODULES = (
     "callbacks", "checkpoint", "cli", "compilation_cache", "data", "diagnostics", "distributed",
     "evaluation", "feeding", "keras_format", "loop", "lr_finder", "metrics", "nn",
-    "prescription", "resuming", "steps",
+    "prescription", "remedies", "resuming", "steps",
     "study", "sweep", "train", "transfer",
 )
 _LAZY_NAMES = {"fit": "loop", "lr_find": "lr_finder", "prescribe": "prescription"}
@@ -144,6 +147,8 @@ __all__ = [
     "nn",
     "optimizers",
     "plateau",
+    "prescription",
+    "remedies",
     "resuming",
     "schedules",
     "steps",
@@ -181,6 +186,7 @@ __all__ = [
     "warmup",
     "fit",
     "lr_find",
+    "prescribe",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMomentumState",
