@@ -1,4 +1,5 @@
-"""The ``stablejax`` command: run the study, train a dense network, or diagnose one.
+"""The ``stablejax`` command: run the study, train a dense network, diagnose one, or
+measure which remedy makes your own model train.
 
 Examples::
 
@@ -9,12 +10,15 @@ Examples::
         --optimizer nadam --lr 1e-3 --schedule exponential --epochs 10 --checkpoint-dir runs/x
     stablejax diagnose --hidden 100 100 100 100 100 --activation sigmoid --init normal \\
         --plot signal.png
+    stablejax prescribe --model examples/deep_sigmoid.py:make_model --data digits \\
+        --out prescription
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_study(commands)
     _add_diagnose(commands)
+    _add_prescribe(commands)
     return parser
 
 
@@ -204,6 +209,54 @@ def _add_diagnose(commands: Any) -> None:
                                "directory is created if missing)")
 
 
+def _add_prescribe(commands: Any) -> None:
+    """The ``prescribe`` command's options."""
+    from stablejax.losses import LOSSES  # the pure core: no Flax, no data
+
+    prescribe = commands.add_parser(
+        "prescribe",
+        help="measure which of the recipe's remedies makes your own model train",
+        description="Diagnose make_model(seed) at initialisation, train it and one "
+        "candidate per remedy (matched init, activations, batch norm, clipping, "
+        "optimizers at lr_find's rates) over seeds, rank them by validation loss, write "
+        "REPORT.md and figures into --out and print the verdict and the winner's code.",
+    )
+    prescribe.add_argument("--model", required=True, metavar="FILE.py:FUNCTION",
+                           help="the function make_model(seed) -> nnx.Module, in a file "
+                                "(path/to/file.py:make_model) or a module "
+                                "(package.module:make_model)")
+    prescribe.add_argument("--data", choices=("digits", "fashion_mnist"), default="digits",
+                           help="data set: trains on its train split, validates on its "
+                                "valid split (default: digits, bundled)")
+    prescribe.add_argument("--data-dir", default=None,
+                           help="directory of the four Fashion-MNIST IDX .gz files "
+                                "(only with --data fashion_mnist)")
+    prescribe.add_argument("--flatten", action="store_true",
+                           help="pass images as vectors (64 or 784 features; default: "
+                                "as the data set gives them, 8x8 or 28x28)")
+    prescribe.add_argument("--loss", choices=tuple(LOSSES),
+                           default="sparse_categorical_crossentropy",
+                           help="loss of the model's outputs and the labels (default: "
+                                "sparse_categorical_crossentropy, for softmax outputs)")
+    prescribe.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                           help="your optimizer, the baseline's (default: adam)")
+    prescribe.add_argument("--lr", type=_positive_float, default=1e-3,
+                           help="its learning rate (default: 1e-3)")
+    prescribe.add_argument("--budget", choices=("quick", "full"), default="quick",
+                           help="quick: 5 epochs per candidate; full: 20 (default: quick)")
+    prescribe.add_argument("--seeds", type=_number(int, lambda v: v >= 2, "an integer >= 2"),
+                           default=3, help="model seeds per candidate (default: 3)")
+    prescribe.add_argument("--batch-size", type=_positive_int, default=32,
+                           help="batch size (default: 32)")
+    prescribe.add_argument("--seed", type=_natural, default=0,
+                           help="first model seed and shuffling seed (default: 0)")
+    prescribe.add_argument("--out", default="prescription",
+                           help="directory for REPORT.md and the figures "
+                                "(default: prescription)")
+    prescribe.add_argument("--quiet", action="store_true",
+                           help="print the result only, not what is being measured")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """The network's options, shared by ``train`` and ``diagnose``."""
     parser.add_argument("--hidden", type=_positive_int, nargs="+", default=[300, 100],
@@ -218,7 +271,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimizer(args, steps_per_epoch: int):
-    from stablejax import optimizers, plateau, schedules
+    from stablejax import plateau, schedules
 
     s = (args.decay_epochs or DECAY_EPOCHS) * steps_per_epoch
     boundaries = args.boundaries or BOUNDARIES
@@ -241,11 +294,18 @@ def _optimizer(args, steps_per_epoch: int):
         common["plateau"] = plateau.reduce_on_plateau(
             factor=args.factor or FACTOR, patience=args.plateau_patience or PLATEAU_PATIENCE,
             learning_rate=args.lr)
-    if args.optimizer == "momentum":
-        return optimizers.sgd(schedule, momentum=0.9, **common)
-    if args.optimizer == "nesterov":
-        return optimizers.sgd(schedule, momentum=0.9, nesterov=True, **common)
-    return getattr(optimizers, args.optimizer)(schedule, **common)
+    return _alias(args.optimizer, schedule, **common)
+
+
+def _alias(name: str, learning_rate: Any, **common: Any):
+    """The ``--optimizer`` choice ``name`` at ``learning_rate``."""
+    from stablejax import optimizers
+
+    if name == "momentum":
+        return optimizers.sgd(learning_rate, momentum=0.9, **common)
+    if name == "nesterov":
+        return optimizers.sgd(learning_rate, momentum=0.9, nesterov=True, **common)
+    return getattr(optimizers, name)(learning_rate, **common)
 
 
 def _load(args):
@@ -295,6 +355,12 @@ def _short(error: Exception, lines: int = 6) -> str:
     text = str(error).splitlines()
     rest = len(text) - lines
     return "\n".join(text[:lines] + ([f"  ... and {rest} more lines"] if rest > 0 else []))
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line: its first, with ``...`` when more follow."""
+    text = str(error).splitlines() or [type(error).__name__]
+    return text[0] + (" ..." if len(text) > 1 else "")
 
 
 def _run_config(args: argparse.Namespace) -> dict:
@@ -513,6 +579,91 @@ def study_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _prescribe_checks(args: argparse.Namespace) -> None:
+    """What can be checked before anything heavy is imported; ValueError if not."""
+    from stablejax import model_file
+
+    model_file.split(args.model, "--model")
+    if (args.data_dir is None) != (args.data != "fashion_mnist"):
+        raise ValueError("--data-dir only applies with --data fashion_mnist"
+                         if args.data_dir is not None else
+                         "--data fashion_mnist needs --data-dir with the four IDX files")
+    path = os.path.abspath(args.out)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"--out {args.out!r} is, or is under, a file: give a directory")
+
+
+def _prescribe_setup(args: argparse.Namespace) -> tuple[Callable[[int], Any], Any]:
+    """The checked ``make_model`` and the data's train and valid splits."""
+    from flax import nnx
+
+    from stablejax import model_file
+    from stablejax._checks import describe
+
+    make_model = model_file.load(args.model, "--model")
+    try:
+        model = make_model(0)
+    except Exception as error:  # noqa: BLE001 - the user's code: any error is reported
+        first = (str(error).splitlines() or [""])[0]
+        raise ValueError(f"--model {args.model!r}: make_model(0) raised "
+                         f"{type(error).__name__}: {first}") from None
+    if not isinstance(model, nnx.Module):
+        raise ValueError(f"--model {args.model!r}: make_model(0) must return a "
+                         f"flax.nnx.Module, got {describe(model)}")
+    splits, _, _ = _load(args)
+    if args.flatten:
+        splits = type(splits)(*(type(s)(s.x.reshape(len(s.x), -1), s.y) for s in splits))
+    return make_model, splits
+
+
+def prescribe_command(args: argparse.Namespace) -> int:
+    """Runs ``stablejax prescribe``; returns the exit status.
+
+    Before any training, a bad configuration is one line ``stablejax prescribe: error:
+    ...`` with status 2: a ``--model`` without ``:``, a file that does not exist, a file
+    or module that fails to import or defines no such function, a function that raises
+    or returns no ``nnx.Module`` (``make_model(0)`` is called once to check), a model
+    whose outputs do not fit the labels or the loss (``sj.prescribe``'s own checks), an
+    ``--out`` that is or is under a file, missing data files or extras. Then it writes
+    ``REPORT.md``, ``lr_find.png`` and ``validation.png`` into ``--out`` and prints the
+    verdict, the winner's code and the report's path.
+    """
+    from stablejax.compilation_cache import enable
+
+    try:
+        _prescribe_checks(args)  # before jax is imported
+        require_extra("matplotlib", "stablejax prescribe")  # its figures, written at the end
+        make_model, splits = _prescribe_setup(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"stablejax prescribe: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    enable()
+    from stablejax import prescription, prescription_report
+
+    if not args.quiet:
+        print(f"prescribing for {args.model} on {args.data} ({args.budget} budget, "
+              f"{args.seeds} seeds); this trains every candidate", flush=True)
+    try:
+        p = prescription.prescribe(
+            make_model, splits.train, validation_data=splits.valid, loss=args.loss,
+            optimizer=_alias(args.optimizer, args.lr), budget=args.budget,
+            seeds=args.seeds, batch_size=args.batch_size, seed=args.seed)
+    except (ValueError, TypeError) as error:  # raised before training: data vs model
+        print(f"stablejax prescribe: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    p.plot(args.out)
+    report = os.path.join(args.out, "REPORT.md")
+    with open(report, "w", encoding="utf-8") as file:
+        file.write(p.to_markdown())
+    print(prescription_report.summary(p))
+    print(f"\n{'your code, unchanged' if p.keep else 'the code'}:\n")
+    print("\n".join(f"    {line}" if line else "" for line in p.best.code.splitlines()))
+    print(f"\nreport written to {report} ({p.seconds:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stablejax`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -521,6 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return diagnose_command(args)
     if args.command == "study":
         return study_command(args, argv)
+    if args.command == "prescribe":
+        return prescribe_command(args)
     return train_command(args)
 
 
