@@ -19,7 +19,7 @@ NUMBERED = sorted(EXAMPLES.glob("[0-9]*.py"))
 
 def test_every_example_is_tested():
     names = sorted(p.name for p in EXAMPLES.glob("*.py"))
-    assert names == sorted([p.name for p in NUMBERED] + ["notes_recipe.py"])
+    assert names == sorted([p.name for p in NUMBERED] + ["notes_recipe.py", "deep_sigmoid.py"])
     assert len(NUMBERED) >= 9
 
 
@@ -58,3 +58,16 @@ def test_notes_recipe_runs(monkeypatch, capsys):
     # trains only its new head with SGD(0.01), too little to judge; it must report.
     assert accuracy["A"] > 0.8
     assert 0.0 <= accuracy["B"] <= 1.0
+
+
+def test_deep_sigmoid_defines_a_model_whose_gradients_vanish():
+    # The file only defines make_model (for `stablejax prescribe --model`): nothing runs.
+    import stablejax as sj
+
+    namespace = runpy.run_path(str(EXAMPLES / "deep_sigmoid.py"))
+    model = namespace["make_model"](0)
+    digits = sj.data.digits()
+    report = sj.diagnostics.signal_propagation(model, (digits.train.x[:256],
+                                                       digits.train.y[:256]))
+    assert report.verdict == "vanishing"
+    assert sum(row.activation == "sigmoid" for row in sj.diagnostics.recommend(model)) == 20
