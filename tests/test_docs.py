@@ -200,4 +200,4 @@ def test_guide_inline_calls_run(tmp_path):
         except Exception as error:  # noqa: BLE001 (every failing span is reported)
             failed[span] = repr(error)
     assert failed == {}
-    assert len(evaluated) == 43
+    assert len(evaluated) == 54
