@@ -635,11 +635,11 @@ def prescribe_command(args: argparse.Namespace) -> int:
     try:
         _prescribe_checks(args)  # before jax is imported
         require_extra("matplotlib", "stablejax prescribe")  # its figures, written at the end
+        enable()  # before make_model(0): its initialisers compile too
         make_model, splits = _prescribe_setup(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"stablejax prescribe: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    enable()
     from stablejax import prescription, prescription_report
 
     if not args.quiet:
